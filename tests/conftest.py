@@ -1,0 +1,38 @@
+"""Shared fixtures: an isolated $BENCH_HOME, the shared golden data, a fresh plugin session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+GOLDEN = SHARED / "golden"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_plugin_session(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test starts from default plugin discovery (tests may reconfigure)."""
+    import bench.plugins
+
+    monkeypatch.delenv("BENCH_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    monkeypatch.delenv("BENCH_PLUGINS", raising=False)
+    monkeypatch.setattr(bench.plugins, "_session", None)
+    yield
+
+
+@pytest.fixture
+def bench_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty $BENCH_HOME for tests that write caches."""
+    home = tmp_path / "bench_home"
+    monkeypatch.setenv("BENCH_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def golden() -> Path:
+    if not GOLDEN.is_dir():
+        pytest.skip(f"golden data not found at {GOLDEN} (../shared must sit beside the repo)")
+    return GOLDEN
