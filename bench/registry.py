@@ -9,6 +9,7 @@ two plugins registering the same name is an error that names both.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import importlib.util
@@ -203,8 +204,6 @@ class Registry:
         component = factory(**merged)
         # Components learn their registered identity (used in cell ids and reports).
         for attr, value in (("name", entry.name), ("version", entry.spec.version)):
-            try:
+            with contextlib.suppress(AttributeError):
                 setattr(component, f"registered_{attr}", value)
-            except AttributeError:
-                pass
         return component
