@@ -70,7 +70,7 @@ def load_wav(path: str | Path) -> tuple[np.ndarray, int]:
     return audio.mean(axis=1), int(sr)
 
 
-def _mfcc_options(sr: int):  # type: ignore[no-untyped-def]
+def _mfcc_options(sr: int):
     import kaldi_native_fbank as knf
 
     opts = knf.MfccOptions()
@@ -88,7 +88,7 @@ def _mfcc_options(sr: int):  # type: ignore[no-untyped-def]
     return opts
 
 
-def _chunk_mfcc(chunk: np.ndarray, sr: int, opts) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _chunk_mfcc(chunk: np.ndarray, sr: int, opts) -> np.ndarray:
     import kaldi_native_fbank as knf
 
     mfcc = knf.OnlineMfcc(opts)
