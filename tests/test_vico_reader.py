@@ -196,11 +196,14 @@ def _break(root: Path, case: str) -> tuple[str, str]:
         _torch.save({"angle.exp.trans": np.zeros((11, 70), np.float32)},
                     root / "video_feats" / f"{u}.speaker.bin")
         return f"{u}.speaker.bin", "(T,73)"
+    if case == "first_frame_size":
+        Image.new("RGB", (32, 40)).save(root / "first_frames" / f"{u}.speaker.jpg")
+        return f"{u}.speaker.jpg", "first frame is 32x40, the video is 64x64"
     raise AssertionError(case)
 
 
 CASES = ["missing_mp4", "truncated_mp4", "missing_wav", "truncated_wav", "garbage_wav",
-         "frame_mismatch", "nan_coeffs", "wrong_shape"]
+         "frame_mismatch", "nan_coeffs", "wrong_shape", "first_frame_size"]
 
 
 @pytest.mark.parametrize("case", CASES)
