@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import InputError
 from . import formats
-from .vico import ViCoDataset, read_audio_npy, load_coeffs
+from .vico import ViCoDataset, load_coeffs, read_audio_npy
 
 VIDEO_STATS = "video_feats_mean_std.bin"
 AUDIO_STATS = "audio_feats_mean_std.bin"
