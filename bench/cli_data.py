@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -25,9 +26,11 @@ def check(
         typer.echo(f"PROBLEM {problem}", err=True)
     if report.ok:
         typer.echo(f"{root}: OK")
-        raise typer.Exit(0)
+        return
     typer.echo(f"{root}: {len(report.problems)} problem(s)", err=True)
-    raise typer.Exit(1)
+    # SystemExit, not typer.Exit: bench.cli.main runs click with standalone_mode=False,
+    # which turns typer.Exit into a return value that main() does not pass on
+    sys.exit(1)
 
 
 @data_app.command("stats")

@@ -62,7 +62,7 @@ def make_vico(root: Path, *, splits: dict[str, int] | None = None, n_frames: int
                 * rng.uniform(0.5, 1.0)
             wav = root / "audios" / sub / f"{uuid}.wav"
             wav.parent.mkdir(parents=True, exist_ok=True)
-            sf.write(wav, clip.audio, SR)
+            sf.write(wav, clip.audio, SR, subtype="FLOAT")
             for r, role in enumerate(("speaker", "listener")):
                 frames = frames_for(k * 2 + r, t)
                 write_video(root / "videos" / sub / f"{uuid}.{role}.mp4", [frames])

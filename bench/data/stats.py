@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import InputError
 from . import formats
-from .vico import ViCoDataset, load_coeffs
+from .vico import ViCoDataset, load_coeffs, read_audio_npy
 
 VIDEO_STATS = "video_feats_mean_std.bin"
 AUDIO_STATS = "audio_feats_mean_std.bin"
@@ -75,6 +75,8 @@ def compute_stats(root: str | Path, split: str = "train", *, strict: bool = Fals
                 fixed.append(fixed_part)
         if files.wav is not None:
             audio.append(cached_audio_features(files.wav, n_frames))
+        elif files.audio_npy is not None:  # official precomputed features only
+            audio.append(read_audio_npy(files.audio_npy, n_frames))
         n_clips += 1
     if not dynamic or not audio:
         raise InputError(Path(root), f"split '{split}' has no usable clips "

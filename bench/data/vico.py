@@ -101,7 +101,7 @@ class ViCoSample:
         if self.files.wav is not None:
             feats = cached_audio_features(self.files.wav, self.n_frames)
         elif self.files.audio_npy is not None:
-            feats = _read_audio_npy(self.files.audio_npy, self.n_frames)
+            feats = read_audio_npy(self.files.audio_npy, self.n_frames)
         else:
             raise InputError(None, f"clip {self.uuid}: no audios/{self.uuid}.wav",
                              fix="add the wav (or audio_feats/{uuid}.npy)")
@@ -153,7 +153,7 @@ def read_image(path: Path) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
-def _read_audio_npy(path: Path, n_frames: int) -> np.ndarray:
+def read_audio_npy(path: Path, n_frames: int) -> np.ndarray:
     try:
         feats = np.load(path)
     except (OSError, ValueError) as exc:
@@ -314,9 +314,14 @@ class ViCoDataset:
             image = files.first_frame[role]
             if image is not None:
                 try:
-                    read_image(image)
+                    height, width = read_image(image).shape[1:]
                 except InputError as exc:
                     problems.append(exc)
+                    continue
+                if role in sizes and sizes[role] != (width, height):
+                    problems.append(InputError(image, f"first frame is {width}x{height}, the video "
+                                               f"is {sizes[role][0]}x{sizes[role][1]}",
+                                               fix="re-extract the first frame from the video"))
         return files, n_frames, problems
 
     def _check_audio(self, files: ClipFiles, uuid: str, n_frames: int | None) -> list[InputError]:
