@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from bench_plugins.renderers.rig import FACE_RADIUS_PX, RigRenderer
 from scipy.ndimage import map_coordinates
 
 import bench
 from bench.contracts import Renderer
-from bench_plugins.renderers.rig import FACE_RADIUS_PX, RigRenderer
 
 SIZE = 256
 ANGLE, EXP, TRANS, CROP = 0, 3, 67, 70
@@ -50,8 +51,8 @@ def _face_box(cx: float, cy: float, half: int) -> tuple[slice, slice]:
 def test_registered_and_satisfies_contract() -> None:
     rig = bench.load("renderer", "rig", padding_mode="border")
     assert isinstance(rig, RigRenderer)
-    assert isinstance(rig, Renderer)
     assert rig.padding_mode == "border"
+    assert isinstance(rig, Renderer)
     assert "padding_mode" in rig.render_options
 
 
@@ -221,7 +222,7 @@ def test_rejects_bad_shapes_and_options() -> None:
 
 
 @pytest.mark.benchmark
-def test_throughput_256_batch32(benchmark) -> None:  # type: ignore[no-untyped-def]
+def test_throughput_256_batch32(benchmark: Any) -> None:
     """Goal: >= 200 frames/s at 256x256, batch 32 (single-threaded, as vico-mini renders)."""
     source = _source(8)
     gen = torch.Generator().manual_seed(1)

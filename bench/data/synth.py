@@ -45,7 +45,6 @@ from ..paths import bench_home
 
 if TYPE_CHECKING:
     import torch
-
     from bench_plugins.renderers.rig import RigRenderer
 
 #: bump whenever the output changes: it names the cache folder
@@ -152,7 +151,7 @@ def _smooth_noise(rng: np.random.Generator, size: int, cells: int, channels: int
 
     coarse = rng.normal(size=(cells, cells, channels)).astype(np.float32)
     out = np.stack([
-        np.asarray(Image.fromarray(coarse[..., c], mode="F").resize((size, size), Image.BICUBIC))
+        np.asarray(Image.fromarray(coarse[..., c], mode="F").resize((size, size), Image.Resampling.BICUBIC))
         for c in range(channels)
     ], axis=-1)
     return out / 2.0
@@ -190,10 +189,9 @@ def _recolour(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def make_identity(index: int, seed: int = 0, size: int = SIZE) -> Identity:
     """The ``index``-th identity of a dataset: deterministic in (version, seed, index)."""
+    from bench_plugins.renderers.rig import FACE_RADIUS_PX
     from PIL import Image
     from scipy.ndimage import gaussian_filter
-
-    from bench_plugins.renderers.rig import FACE_RADIUS_PX
 
     rng = _rng(seed, 1, index)
     photo = _load_photo()
@@ -205,10 +203,10 @@ def make_identity(index: int, seed: int = 0, size: int = SIZE) -> Identity:
     x0 = float(np.clip(cx - side / 2, 0, full - side))
     y0 = float(np.clip(cy - side / 2, 0, full - side))
     box = (x0, y0, x0 + side, y0 + side)
-    person = np.asarray(Image.fromarray(photo).resize((size, size), Image.BICUBIC, box=box),
+    person = np.asarray(Image.fromarray(photo).resize((size, size), Image.Resampling.BICUBIC, box=box),
                         dtype=np.float32) / 255.0
     matte_full = Image.fromarray(_photo_matte(full, full), mode="F")
-    matte = np.asarray(matte_full.resize((size, size), Image.BILINEAR, box=box), dtype=np.float32)
+    matte = np.asarray(matte_full.resize((size, size), Image.Resampling.BILINEAR, box=box), dtype=np.float32)
     matte = np.clip(gaussian_filter(matte, sigma=1.2 * size / 256), 0, 1).astype(np.float32)
     zoom = size / side
     face_x = (_PHOTO_FACE_CENTRE[0] - x0) * zoom - 0.5  # pixel-centre coordinates
@@ -265,7 +263,7 @@ def synthesize_speech(rng: np.random.Generator, identity: Identity, seconds: flo
     """
     from scipy.signal import lfilter
 
-    n = int(round(seconds * sr))
+    n = round(seconds * sr)
     out = np.zeros(n, dtype=np.float64)
     syllables: list[Syllable] = []
     phrases: list[tuple[float, float]] = []
@@ -519,7 +517,7 @@ def clip_coefficients(plan: ClipPlan, identities: list[Identity], seed: int
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Audio (N,) and speaker/listener coefficients (T,73) of one clip."""
     rng = _rng(seed, 2, plan.index)
-    n = int(round(plan.seconds * FPS))
+    n = round(plan.seconds * FPS)
     samples, syllables, phrases = synthesize_speech(rng, identities[plan.speaker], plan.seconds)
     speaker = speaker_motion(rng, identities[plan.speaker], samples, syllables, n)
     listener = listener_motion(rng, identities[plan.listener], phrases, plan.attitude, n)
