@@ -82,10 +82,6 @@ def test_same_seed_gives_identical_files(small: Path, small_again: Path) -> None
         assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True)), name
 
 
-@pytest.mark.xfail(reason="bench.data.formats writers are not byte-deterministic yet: torch.save "
-                   "records the random temporary file name inside the zip (save through an open "
-                   "handle instead) and scipy.io.savemat stamps the creation time into the .mat "
-                   "header (owned by the data layer)", strict=False)
 def test_torch_and_mat_files_are_byte_identical(small: Path, small_again: Path) -> None:
     first, second = _tree_hashes(small), _tree_hashes(small_again)
     assert {k: v for k, v in first.items() if k.endswith((".bin", ".mat"))} == \

@@ -124,15 +124,30 @@ def torch_load(path: str | Path) -> Any:
                          fix="re-create the file") from exc
 
 
-def _torch_save_atomic(obj: Any, path: Path) -> None:
-    import torch
-
+def _write_bytes_atomic(data: bytes, path: Path) -> None:
     tmp = _atomic_target(path)
     try:
-        torch.save(obj, tmp)
+        tmp.write_bytes(data)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _torch_save_atomic(obj: Any, path: Path) -> None:
+    import io
+
+    import torch
+
+    # Saving through a buffer keeps the zip's record names fixed ("archive/..."): given a
+    # path, torch names them after the (random) temporary file, so bytes would differ.
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    _write_bytes_atomic(buffer.getvalue(), path)
+
+
+#: MAT-file v5 header text (116 bytes). scipy stamps the creation time there, which would
+#: make identical data produce different files; a fixed text keeps writes byte-identical.
+_MAT_HEADER = b"MATLAB 5.0 MAT-file, Platform: posix, Created by: headbench".ljust(116, b" ")
 
 
 # ------------------------------------------------------------------- recons/*.mat
@@ -173,13 +188,12 @@ def write_recon_mat(path: str | Path, coeff: np.ndarray, transform_params: np.nd
     coeff = _check_matrix(path, "coeff", coeff, N_RECON)
     params = _check_matrix(path, "transform_params", transform_params, N_TRANSFORM,
                            rows=coeff.shape[0])
-    tmp = _atomic_target(path)
-    try:
-        with open(tmp, "wb") as handle:
-            scipy.io.savemat(handle, {"coeff": coeff, "transform_params": params})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    import io
+
+    buffer = io.BytesIO()
+    scipy.io.savemat(buffer, {"coeff": coeff, "transform_params": params})
+    data = buffer.getvalue()
+    _write_bytes_atomic(_MAT_HEADER + data[len(_MAT_HEADER):], path)
 
 
 # ---------------------------------------------------------------- video_feats/*.bin
