@@ -1,0 +1,78 @@
+"""Frame conversions and input checks shared by the landmark, identity and sharpness metrics.
+
+The challenge's scripts read videos with OpenCV as ``uint8``; these helpers turn
+the harness's float frames back into exactly those arrays so that detectors and
+CPBD see the same pixels the official scripts see.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from bench.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def to_uint8_hwc(frames: torch.Tensor) -> np.ndarray:
+    """(B,3,H,W) float in [0,1] -> (B,H,W,3) uint8 RGB, rounded as a video decoder would."""
+    import torch
+
+    quantised = (frames.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+    return np.ascontiguousarray(quantised.permute(0, 2, 3, 1).cpu().numpy())
+
+
+def rgb_to_gray_uint8(rgb: np.ndarray) -> np.ndarray:
+    """(..., 3) uint8 RGB -> (...) uint8 luma, bit-exact with ``cv2.COLOR_RGB2GRAY``.
+
+    OpenCV computes ``Y = 0.299 R + 0.587 G + 0.114 B`` in 14-bit fixed point
+    (weights 4899, 9617, 1868) with rounding; the challenge's CPBD script uses it.
+    """
+    wide = rgb.astype(np.uint32)
+    luma = wide[..., 0] * 4899 + wide[..., 1] * 9617 + wide[..., 2] * 1868 + (1 << 13)
+    return (luma >> 14).astype(np.uint8)
+
+
+def content_key(array: np.ndarray) -> str:
+    """A short content hash of an array (dtype, shape and bytes) for cache keys."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{array.dtype}{array.shape}".encode())
+    digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def check_frames(metric: str, frames: torch.Tensor, gt_frames: torch.Tensor | None = None) -> None:
+    """Raise :class:`InputError` for frames a metric cannot score.
+
+    Args:
+        metric: metric name, for the message.
+        frames: (B,3,H,W) generated frames in [0,1].
+        gt_frames: (B,3,H,W) ground-truth frames aligned with ``frames``, if used.
+    """
+    import torch
+
+    pairs = [("generated", frames)] + ([] if gt_frames is None else [("ground-truth", gt_frames)])
+    for role, batch in pairs:
+        if batch.ndim != 4 or batch.shape[1] != 3:
+            raise InputError(
+                None, f"{metric}: {role} frames must be (B,3,H,W), got {tuple(batch.shape)}"
+            )
+        if batch.shape[0] == 0:
+            raise InputError(None, f"{metric}: empty batch of {role} frames")
+        if not torch.isfinite(batch).all():
+            raise InputError(
+                None,
+                f"{metric}: {role} frames contain NaN or infinite values",
+                fix="check the renderer/post-processor output",
+            )
+    if gt_frames is not None and frames.shape != gt_frames.shape:
+        raise InputError(
+            None,
+            f"{metric}: generated frames {tuple(frames.shape)} and ground-truth frames "
+            f"{tuple(gt_frames.shape)} differ in size or count",
+            fix="render at the ground truth's resolution and frame count",
+        )
