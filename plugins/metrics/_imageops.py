@@ -29,12 +29,13 @@ def to_uint8_hwc(frames: torch.Tensor) -> np.ndarray:
 def rgb_to_gray_uint8(rgb: np.ndarray) -> np.ndarray:
     """(..., 3) uint8 RGB -> (...) uint8 luma, bit-exact with ``cv2.COLOR_RGB2GRAY``.
 
-    OpenCV computes ``Y = 0.299 R + 0.587 G + 0.114 B`` in 14-bit fixed point
-    (weights 4899, 9617, 1868) with rounding; the challenge's CPBD script uses it.
+    OpenCV 4 computes ``Y = 0.299 R + 0.587 G + 0.114 B`` for 8-bit images in
+    15-bit fixed point (weights 9798, 19235, 3735) with rounding; the
+    challenge's CPBD script converts its frames this way.
     """
     wide = rgb.astype(np.uint32)
-    luma = wide[..., 0] * 4899 + wide[..., 1] * 9617 + wide[..., 2] * 1868 + (1 << 13)
-    return (luma >> 14).astype(np.uint8)
+    luma = wide[..., 0] * 9798 + wide[..., 1] * 19235 + wide[..., 2] * 3735 + (1 << 14)
+    return (luma >> 15).astype(np.uint8)
 
 
 def content_key(array: np.ndarray) -> str:
