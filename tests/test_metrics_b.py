@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-
-import bench
-from bench.errors import InputError, MissingDependencyError
 from bench_plugins.metrics import cpbd as cpbd_module
 from bench_plugins.metrics import fd as fd_module
 from bench_plugins.metrics import lmd as lmd_module
 from bench_plugins.metrics._imageops import rgb_to_gray_uint8, to_uint8_hwc
 
+import bench
+from bench.errors import InputError, MissingDependencyError
+
 HAS_DLIB = importlib.util.find_spec("dlib") is not None and (
     importlib.util.find_spec("face_recognition_models") is not None
 )
-needs_dlib = pytest.mark.skipif(not HAS_DLIB, reason="dlib-bin / face_recognition_models not installed")
+needs_dlib = pytest.mark.skipif(
+    not HAS_DLIB, reason="dlib-bin / face_recognition_models not installed"
+)
 
 
 def _resize(image: np.ndarray, size: int = 256) -> torch.Tensor:
@@ -79,7 +82,7 @@ def table(monkeypatch: pytest.MonkeyPatch) -> TableLandmarker:
 def _numpy_lmd(table: np.ndarray, pd_ids: list[int], gt_ids: list[int], points: slice) -> float:
     """The challenge's loop: per frame np.abs(pd - gt) on the kept points, mean over everything."""
     values = []
-    for p, g in zip(pd_ids, gt_ids):
+    for p, g in zip(pd_ids, gt_ids, strict=True):
         pd, gt = table[p], table[g]
         if np.isnan(gt).any() or np.isnan(pd).any():
             continue
@@ -122,7 +125,9 @@ def test_lmd_caches_ground_truth_landmarks(table: TableLandmarker, bench_home: P
     metric.update(frames=_frames_with_ids([1, 2]), gt_frames=gt, gt_key="clip-a:0-2")
     assert table.calls == calls + 1  # only the generated frames were detected again
     assert (bench_home / "cache" / "landmarks" / "table-v1" / "clip-a:0-2.npy").is_file()
-    assert metric.compute()["lmd"] == pytest.approx(_numpy_lmd(table.table, [1, 2], [11, 12], slice(48, 68)))
+    assert metric.compute()["lmd"] == pytest.approx(
+        _numpy_lmd(table.table, [1, 2], [11, 12], slice(48, 68))
+    )
 
 
 def test_lmd_rejects_bad_frames(table: TableLandmarker, bench_home: Path) -> None:
@@ -178,13 +183,17 @@ def test_dlib_lmd_is_zero_on_itself_and_the_shift_on_a_shifted_copy(
     assert blank.compute()["lmd_no_face_frames"] == 1
 
 
-def test_fan_without_weights_says_where_to_put_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fan_without_weights_says_where_to_put_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from bench_plugins.metrics import landmarks
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     status = landmarks.fan_weights()
     assert not status.present
-    assert str(tmp_path / "torch" / "hub" / "checkpoints" / "2DFAN4-11f355bf06.pth.tar") in status.how
+    assert (
+        str(tmp_path / "torch" / "hub" / "checkpoints" / "2DFAN4-11f355bf06.pth.tar") in status.how
+    )
 
 
 # --------------------------------------------------------------------------- FDs
@@ -194,11 +203,18 @@ def _coeffs(seed: int, n: int) -> torch.Tensor:
     return torch.randn(n, 73, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize(("name", "columns"), [("expfd", slice(3, 67)), ("anglefd", slice(0, 3)), ("transfd", slice(67, 70))])
+@pytest.mark.parametrize(
+    ("name", "columns"),
+    [("expfd", slice(3, 67)), ("anglefd", slice(0, 3)), ("transfd", slice(67, 70))],
+)
 def test_fds_match_numpy_pooled_over_frames(name: str, columns: slice) -> None:
     clips = [(_coeffs(1, 10), _coeffs(2, 10)), (_coeffs(3, 25), _coeffs(4, 25))]
     metric = bench.load("metric", name)
-    assert (metric.label, metric.frame_level, metric.higher_is_better) == ("source=driver", False, False)
+    assert (metric.label, metric.frame_level, metric.higher_is_better) == (
+        "source=driver",
+        False,
+        False,
+    )
     states = []
     for pd, gt in clips:
         metric.reset()
@@ -206,7 +222,9 @@ def test_fds_match_numpy_pooled_over_frames(name: str, columns: slice) -> None:
         states.append(metric.state())
     pd_all = np.concatenate([c[0].numpy() for c in clips]).astype(np.float64)
     gt_all = np.concatenate([c[1].numpy() for c in clips]).astype(np.float64)
-    expected = np.abs(pd_all[:, columns] - gt_all[:, columns]).sum() / (len(pd_all) * (columns.stop - columns.start))
+    expected = np.abs(pd_all[:, columns] - gt_all[:, columns]).sum() / (
+        len(pd_all) * (columns.stop - columns.start)
+    )
     assert metric.compute_state(metric.merge(states))[name] == pytest.approx(expected, rel=1e-12)
     one_pass = bench.load("metric", name)
     for pd, gt in clips:
@@ -238,7 +256,11 @@ def test_fd_with_a_video_extractor_scores_frames(monkeypatch: pytest.MonkeyPatch
 
     real_load = bench.load
     monkeypatch.setattr(
-        bench, "load", lambda kind, name, **kw: MeanColour() if kind == "coeff_extractor" else real_load(kind, name, **kw)
+        bench,
+        "load",
+        lambda kind, name, **kw: (
+            MeanColour() if kind == "coeff_extractor" else real_load(kind, name, **kw)
+        ),
     )
     metric = fd_module.coefficient_distance("anglefd", extractor="toy")
     assert metric.frame_level and metric.label == "source=video:toy"
@@ -261,12 +283,14 @@ def _blurred_astronaut_grays() -> list[np.ndarray]:
     from skimage import color, filters
 
     gray = np.round(color.rgb2gray(skimage_data.astronaut()[:256, 128:384]) * 255)
-    return [gray] + [np.round(filters.gaussian(gray, sigma=s, preserve_range=True)) for s in (0.7, 1.5, 3.0)]
+    return [gray] + [
+        np.round(filters.gaussian(gray, sigma=s, preserve_range=True)) for s in (0.7, 1.5, 3.0)
+    ]
 
 
 def test_cpbd_orders_images_by_blur() -> None:
     values = [cpbd_module.cpbd(image.astype(np.uint8)) for image in _blurred_astronaut_grays()]
-    assert all(a > b for a, b in zip(values, values[1:])), values
+    assert all(a > b for a, b in itertools.pairwise(values)), values
     assert 0 <= values[-1] < values[0] <= 1
     assert cpbd_module.cpbd(np.full((128, 128), 90, dtype=np.uint8)) == 0.0  # no edges at all
 
@@ -327,7 +351,9 @@ def test_csim_dlib_same_identity_is_high_and_others_lower(
 
 
 @needs_dlib
-def test_csim_is_sklearns_all_pairs_mean_and_merges(astronaut: torch.Tensor, cameraman_face: torch.Tensor) -> None:
+def test_csim_is_sklearns_all_pairs_mean_and_merges(
+    astronaut: torch.Tensor, cameraman_face: torch.Tensor
+) -> None:
     pairwise = pytest.importorskip("sklearn.metrics.pairwise")
     pd = torch.cat([astronaut, cameraman_face, astronaut.flip(3)])
     gt = torch.cat([astronaut, astronaut, cameraman_face])
@@ -341,8 +367,12 @@ def test_csim_is_sklearns_all_pairs_mean_and_merges(astronaut: torch.Tensor, cam
     embed = metric.embedder.embed
     gt_feats, pd_feats = embed(gt), embed(pd)
     # The challenge: cosine_similarity(gt_feats, pd_feats).mean() over the whole split.
-    assert out["csim"] == pytest.approx(pairwise.cosine_similarity(gt_feats, pd_feats).mean(), rel=1e-9)
-    assert out["csim_paired"] == pytest.approx(np.mean(np.sum(gt_feats * pd_feats, axis=1)), rel=1e-9)
+    assert out["csim"] == pytest.approx(
+        pairwise.cosine_similarity(gt_feats, pd_feats).mean(), rel=1e-9
+    )
+    assert out["csim_paired"] == pytest.approx(
+        np.mean(np.sum(gt_feats * pd_feats, axis=1)), rel=1e-9
+    )
 
 
 def test_arcface_iresnet100_layout_and_loading(tmp_path: Path) -> None:
@@ -380,6 +410,7 @@ def test_arcface_embedder_loads_a_checkpoint_and_embeds_as_the_challenge(tmp_pat
     torch.manual_seed(0)
     for module in net.modules():  # non-trivial batch-norm statistics
         if isinstance(module, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d):
+            assert module.running_mean is not None and module.running_var is not None
             module.running_mean.uniform_(-0.1, 0.1)
             module.running_var.uniform_(0.5, 1.5)
     torch.save(net.state_dict(), tmp_path / "r100.pth")

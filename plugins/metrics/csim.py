@@ -72,7 +72,7 @@ class IdentitySimilarity(Metric):
     def backend(self) -> str:
         return str(getattr(self.embedder, "backend", self.embedder_name))
 
-    def update(self, frames: torch.Tensor, gt_frames: torch.Tensor, **_: object) -> None:
+    def update(self, frames: torch.Tensor, gt_frames: torch.Tensor, **_: object) -> None:  # type: ignore[override]
         """Add a batch of aligned generated and ground-truth frames, (B,3,H,W) in [0,1]."""
         import torch
 

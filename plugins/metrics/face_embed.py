@@ -24,7 +24,7 @@ from bench.errors import InputError, MissingDependencyError
 from bench.registry import WeightsStatus
 
 from ._imageops import to_uint8_hwc
-from .landmarks import _import_dlib, face_recognition_models_file
+from .landmarks import _check_upsample, _import_dlib, best_face, face_recognition_models_file
 
 if TYPE_CHECKING:
     import torch
@@ -33,24 +33,26 @@ if TYPE_CHECKING:
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)  # type: ignore[no-any-return]
+    return vectors / np.maximum(norms, 1e-12)
 
 
 class DlibFaceEmbedder:
     """dlib ``dlib_face_recognition_resnet_model_v1`` (128-d), offline.
 
     Args:
-        upsample: HOG detector upsampling (1 finds faces down to ~40 px).
+        upsample: HOG detector upsampling, as for the ``dlib`` landmarker (default ``"auto"``).
     """
 
     version: ClassVar[str] = "1"
     dim: ClassVar[int] = 128
 
-    def __init__(self, upsample: int = 1) -> None:
+    def __init__(self, upsample: int | str = "auto") -> None:
         dlib = _import_dlib()
-        self.upsample = int(upsample)
+        self.upsample = _check_upsample(upsample)
         self._detector = dlib.get_frontal_face_detector()
-        self._shape = dlib.shape_predictor(str(face_recognition_models_file("shape_predictor_5_face_landmarks.dat")))
+        self._shape = dlib.shape_predictor(
+            str(face_recognition_models_file("shape_predictor_5_face_landmarks.dat"))
+        )
         self._net = dlib.face_recognition_model_v1(
             str(face_recognition_models_file("dlib_face_recognition_resnet_model_v1.dat"))
         )
@@ -63,9 +65,8 @@ class DlibFaceEmbedder:
         out = np.zeros((len(images), self.dim))
         found = np.zeros(len(images), dtype=bool)
         for i, image in enumerate(images):
-            boxes, scores, _ = self._detector.run(image, self.upsample, 0.0)
-            if len(boxes):
-                box = boxes[int(np.argmax(scores))]
+            box = best_face(self._detector, image, self.upsample)
+            if box is not None:
                 found[i] = True
             else:  # talking-head frames are face crops: the frame itself is a fair box
                 box = self._rectangle(0, 0, image.shape[1] - 1, image.shape[0] - 1)
@@ -110,7 +111,8 @@ def build_iresnet(layers: tuple[int, ...] = (3, 13, 30, 3), num_features: int = 
             self.downsample: nn.Module | None = None
             if stride != 1 or inplanes != planes:
                 self.downsample = nn.Sequential(
-                    nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes, eps=1e-5)
+                    nn.Conv2d(inplanes, planes, 1, stride, bias=False),
+                    nn.BatchNorm2d(planes, eps=1e-5),
                 )
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -125,8 +127,12 @@ def build_iresnet(layers: tuple[int, ...] = (3, 13, 30, 3), num_features: int = 
             self.bn1 = nn.BatchNorm2d(64, eps=1e-5)
             self.prelu = nn.PReLU(64)
             inplanes = 64
-            for index, (planes, blocks) in enumerate(zip((64, 128, 256, 512), layers), start=1):
-                stage = [Block(inplanes, planes, 2)] + [Block(planes, planes, 1) for _ in range(blocks - 1)]
+            for index, (planes, blocks) in enumerate(
+                zip((64, 128, 256, 512), layers, strict=True), start=1
+            ):
+                stage = [Block(inplanes, planes, 2)] + [
+                    Block(planes, planes, 1) for _ in range(blocks - 1)
+                ]
                 self.add_module(f"layer{index}", nn.Sequential(*stage))
                 inplanes = planes
             self.bn2 = nn.BatchNorm2d(512, eps=1e-5)
@@ -139,7 +145,7 @@ def build_iresnet(layers: tuple[int, ...] = (3, 13, 30, 3), num_features: int = 
             for index in range(1, 5):
                 x = getattr(self, f"layer{index}")(x)
             x = self.dropout(torch.flatten(self.bn2(x), 1))
-            return self.features(self.fc(x))  # type: ignore[no-any-return]
+            return self.features(self.fc(x))
 
     return IResNet()
 
@@ -155,7 +161,9 @@ def arcface_weights() -> WeightsStatus:
     return WeightsStatus(
         path.is_file(),
         str(path),
-        "" if path.is_file() else "place insightface's arcface_torch iresnet100 backbone.pth there "
+        ""
+        if path.is_file()
+        else "place insightface's arcface_torch iresnet100 backbone.pth there "
         "(or pass weights=PATH)",
     )
 
@@ -173,9 +181,13 @@ def resize_112(images: np.ndarray) -> np.ndarray:
         import torch
 
         tensor = torch.from_numpy(images).permute(0, 3, 1, 2).float()
-        resized = torch.nn.functional.interpolate(tensor, size=(112, 112), mode="bilinear", align_corners=False)
-        return resized.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()  # type: ignore[no-any-return]
-    return np.stack([cv2.resize(image, (112, 112), interpolation=cv2.INTER_LINEAR) for image in images])
+        resized = torch.nn.functional.interpolate(
+            tensor, size=(112, 112), mode="bilinear", align_corners=False
+        )
+        return resized.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return np.stack(
+        [cv2.resize(image, (112, 112), interpolation=cv2.INTER_LINEAR) for image in images]
+    )
 
 
 class ArcFaceEmbedder:
@@ -191,7 +203,9 @@ class ArcFaceEmbedder:
     version: ClassVar[str] = "1"
     dim: ClassVar[int] = 512
 
-    def __init__(self, weights: str | None = None, device: str = "auto", batch_size: int = 64) -> None:
+    def __init__(
+        self, weights: str | None = None, device: str = "auto", batch_size: int = 64
+    ) -> None:
         import torch
 
         path = Path(weights).expanduser() if weights else default_arcface_weights()

@@ -84,7 +84,8 @@ def _check_coeffs(metric: str, coeffs: torch.Tensor, gt_coeffs: torch.Tensor) ->
     for role, array in (("predicted", coeffs), ("ground-truth", gt_coeffs)):
         if array.ndim != 2 or array.shape[1] != C.N_COEFFS:
             raise InputError(
-                None, f"{metric}: {role} coefficients must be (T,{C.N_COEFFS}), got {tuple(array.shape)}"
+                None,
+                f"{metric}: {role} coefficients must be (T,{C.N_COEFFS}), got {tuple(array.shape)}",
             )
         if not torch.isfinite(array).all():
             raise InputError(None, f"{metric}: {role} coefficients contain NaN or infinite values")
@@ -116,7 +117,7 @@ class DriverFD(_FDState):
     def backend(self) -> str:
         return DriverCoefficients.backend
 
-    def update(self, coeffs: torch.Tensor, gt_coeffs: torch.Tensor, **_: object) -> None:
+    def update(self, coeffs: torch.Tensor, gt_coeffs: torch.Tensor, **_: object) -> None:  # type: ignore[override]
         """Add one clip: predicted and ground-truth (T,73) coefficients, driver order, denormalised."""
         _check_coeffs(self.name, coeffs, gt_coeffs)
         self._add(coeffs.detach().cpu(), gt_coeffs.detach().cpu())
@@ -141,7 +142,7 @@ class VideoFD(_FDState):
     def backend(self) -> str:
         return str(getattr(self.extractor, "backend", self.extractor_name))
 
-    def update(self, frames: torch.Tensor, gt_frames: torch.Tensor, **_: object) -> None:
+    def update(self, frames: torch.Tensor, gt_frames: torch.Tensor, **_: object) -> None:  # type: ignore[override]
         """Add a batch of aligned generated and ground-truth frames, (B,3,H,W) in [0,1]."""
         check_frames(self.name, frames, gt_frames)
         phi_pd = self.extractor.extract(frames).detach().cpu()
@@ -171,14 +172,22 @@ class TransFD(DriverFD):
     part: ClassVar[slice] = C.TRANS
 
 
-_DRIVER_CLASSES: dict[str, type[DriverFD]] = {"expfd": ExpFD, "anglefd": AngleFD, "transfd": TransFD}
+_DRIVER_CLASSES: dict[str, type[DriverFD]] = {
+    "expfd": ExpFD,
+    "anglefd": AngleFD,
+    "transfd": TransFD,
+}
 _VIDEO_CLASSES: dict[str, type[VideoFD]] = {
-    name: type(f"Video{cls.__name__}", (VideoFD,), {"name": name, "part": cls.part, "__doc__": cls.__doc__})
+    name: type(
+        f"Video{cls.__name__}", (VideoFD,), {"name": name, "part": cls.part, "__doc__": cls.__doc__}
+    )
     for name, cls in _DRIVER_CLASSES.items()
 }
 
 
-def coefficient_distance(metric: str, extractor: str = "driver", **extractor_options: Any) -> Metric:
+def coefficient_distance(
+    metric: str, extractor: str = "driver", **extractor_options: Any
+) -> Metric:
     """Build ``expfd``/``anglefd``/``transfd`` on the coefficients of ``extractor``.
 
     Args:
@@ -190,14 +199,18 @@ def coefficient_distance(metric: str, extractor: str = "driver", **extractor_opt
     import bench
 
     if metric not in _DRIVER_CLASSES:
-        raise ConfigError(f"unknown coefficient distance {metric!r}; expected one of {sorted(_DRIVER_CLASSES)}")
+        raise ConfigError(
+            f"unknown coefficient distance {metric!r}; expected one of {sorted(_DRIVER_CLASSES)}"
+        )
     source = bench.load("coeff_extractor", extractor, **extractor_options)
     kind = getattr(source, "source", None)
     if kind == "driver":
         return _DRIVER_CLASSES[metric](source)
     if kind == "video":
         if not callable(getattr(source, "extract", None)):
-            raise ConfigError(f"coeff_extractor {extractor!r} has source='video' but no extract(frames)")
+            raise ConfigError(
+                f"coeff_extractor {extractor!r} has source='video' but no extract(frames)"
+            )
         return _VIDEO_CLASSES[metric](source, extractor)
     raise ConfigError(
         f"coeff_extractor {extractor!r} must declare source='driver' or source='video', got {kind!r}"

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
-from bench.errors import MissingDependencyError
+from bench.errors import ConfigError, MissingDependencyError
 from bench.registry import WeightsStatus
 
 from ._imageops import content_key, to_uint8_hwc
@@ -117,29 +117,54 @@ class _Memo:
             self._items.popitem(last=False)
 
 
+def _check_upsample(upsample: int | str) -> int | str:
+    if upsample == "auto":
+        return "auto"
+    try:
+        value = int(upsample)
+    except (TypeError, ValueError):
+        value = -1
+    if value < 0:
+        raise ConfigError(f"upsample must be 'auto' or a non-negative integer, got {upsample!r}")
+    return value
+
+
+def best_face(detector: Any, image: np.ndarray, upsample: int | str) -> Any | None:
+    """The highest-scoring dlib face box in an (H,W,3) uint8 image, or None."""
+    for level in (0, 1) if upsample == "auto" else (int(upsample),):
+        boxes, scores, _ = detector.run(image, level, 0.0)
+        if len(boxes):
+            return boxes[int(np.argmax(scores))]
+    return None
+
+
 class DlibLandmarker:
     """dlib HOG face detector + 68-point shape predictor (offline, CPU).
 
     Args:
-        upsample: times the detector upsamples the frame; 1 (face_recognition's
-            default) finds faces down to ~40 px, 0 is ~4x faster but needs ~80 px.
+        upsample: times the HOG detector upsamples the frame before searching:
+            0 finds faces from ~80 px, 1 (face_recognition's default) from ~40 px
+            at ~3x the cost; ``"auto"`` (default) tries 0 and retries with 1
+            only on frames where no face was found.
         predictor: path of a ``shape_predictor_68_face_landmarks.dat``; default:
             the one in ``face_recognition_models``.
     """
 
     version: ClassVar[str] = "1"
 
-    def __init__(self, upsample: int = 1, predictor: str | None = None) -> None:
+    def __init__(self, upsample: int | str = "auto", predictor: str | None = None) -> None:
         dlib = _import_dlib()
-        path = Path(predictor) if predictor else face_recognition_models_file(
-            "shape_predictor_68_face_landmarks.dat"
+        path = (
+            Path(predictor)
+            if predictor
+            else face_recognition_models_file("shape_predictor_68_face_landmarks.dat")
         )
         if not path.is_file():
             raise MissingDependencyError(
                 f"{path}: dlib 68-point shape predictor not found",
                 fix="pass predictor=PATH or pip install face_recognition_models",
             )
-        self.upsample = int(upsample)
+        self.upsample = _check_upsample(upsample)
         self._detector = dlib.get_frontal_face_detector()
         self._predictor = dlib.shape_predictor(str(path))
         self.cache_id = f"dlib-v{self.version}-{file_digest(path)}-up{self.upsample}"
@@ -155,10 +180,9 @@ class DlibLandmarker:
             return cached.copy()
         out = np.full((len(images), N_POINTS, 2), np.nan)
         for i, image in enumerate(images):
-            boxes, scores, _ = self._detector.run(image, self.upsample, 0.0)
-            if len(boxes) == 0:
+            best = best_face(self._detector, image, self.upsample)
+            if best is None:
                 continue
-            best = boxes[int(np.argmax(scores))]
             shape = self._predictor(image, best)
             out[i] = [(p.x, p.y) for p in shape.parts()]
         self._memo.put(key, out)
@@ -245,7 +269,9 @@ class FanLandmarker:
             f"fan-v{self.version}-fa{getattr(face_alignment, '__version__', '?')}"
             f"-flip{int(flip_input)}"
         )
-        self.backend = f"face-alignment {getattr(face_alignment, '__version__', '?')} 2D-FAN-4 + S3FD"
+        self.backend = (
+            f"face-alignment {getattr(face_alignment, '__version__', '?')} 2D-FAN-4 + S3FD"
+        )
         self._memo = _Memo()
 
     def detect(self, frames: torch.Tensor) -> np.ndarray:
@@ -280,4 +306,4 @@ def shared_landmarker(backend: str, **options: Any) -> Landmarker:
     key = (backend, tuple(sorted(options.items())))
     if key not in _SHARED:
         _SHARED[key] = bench.load("landmarker", backend, **options)
-    return _SHARED[key]  # type: ignore[no-any-return]
+    return _SHARED[key]

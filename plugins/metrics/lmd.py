@@ -39,7 +39,9 @@ MOUTH = slice(48, 68)
 ALL_POINTS = slice(0, N_POINTS)
 
 
-def landmark_distance_terms(pd: np.ndarray, gt: np.ndarray, points: slice) -> tuple[float, int, np.ndarray, np.ndarray]:
+def landmark_distance_terms(
+    pd: np.ndarray, gt: np.ndarray, points: slice
+) -> tuple[float, int, np.ndarray, np.ndarray]:
     """The summable pieces of LMD for one batch.
 
     Args:
@@ -111,7 +113,7 @@ class LandmarkDistance(Metric):
         if path.is_file():
             cached = np.load(path)
             if cached.shape == (gt_frames.shape[0], N_POINTS, 2):
-                return cached  # type: ignore[no-any-return]
+                return cached
         landmarks = self.landmarker.detect(gt_frames)
         # Atomic write: shards running in parallel may fill the same cache.
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npy")
@@ -120,7 +122,7 @@ class LandmarkDistance(Metric):
         os.replace(tmp, path)
         return landmarks
 
-    def update(
+    def update(  # type: ignore[override]
         self,
         frames: torch.Tensor,
         gt_frames: torch.Tensor,
