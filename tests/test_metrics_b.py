@@ -426,3 +426,15 @@ def test_arcface_embedder_loads_a_checkpoint_and_embeds_as_the_challenge(tmp_pat
         direct = net.eval()(x).double().numpy()
     direct /= np.linalg.norm(direct, axis=1, keepdims=True)
     np.testing.assert_allclose(embeddings, direct, atol=1e-5)
+
+
+@needs_dlib
+def test_dlib_backends_report_their_files_and_reject_bad_options() -> None:
+    from bench.errors import ConfigError
+
+    entries = {(e.kind, e.name): e for e in bench.available()}
+    for key in (("landmarker", "dlib"), ("face_embedder", "dlib")):
+        status = entries[key].weights_status()
+        assert status is not None and status.present and Path(status.where).is_file()
+    with pytest.raises(ConfigError, match="upsample"):
+        bench.load("landmarker", "dlib", upsample="twice")
