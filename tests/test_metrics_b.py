@@ -335,7 +335,7 @@ def test_cpbd_metric_pools_frames_and_merges() -> None:
 
 @needs_dlib
 def test_csim_dlib_same_identity_is_high_and_others_lower(
-    astronaut: torch.Tensor, cameraman_face: torch.Tensor
+    astronaut: torch.Tensor, cameraman_face: torch.Tensor, bench_home: Path
 ) -> None:
     mirrored = astronaut.flip(3)
     same = bench.load("metric", "csim")
@@ -352,7 +352,7 @@ def test_csim_dlib_same_identity_is_high_and_others_lower(
 
 @needs_dlib
 def test_csim_is_sklearns_all_pairs_mean_and_merges(
-    astronaut: torch.Tensor, cameraman_face: torch.Tensor
+    astronaut: torch.Tensor, cameraman_face: torch.Tensor, bench_home: Path
 ) -> None:
     pairwise = pytest.importorskip("sklearn.metrics.pairwise")
     pd = torch.cat([astronaut, cameraman_face, astronaut.flip(3)])

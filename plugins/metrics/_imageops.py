@@ -8,6 +8,9 @@ CPBD see the same pixels the official scripts see.
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -77,3 +80,29 @@ def check_frames(metric: str, frames: torch.Tensor, gt_frames: torch.Tensor | No
             f"{tuple(gt_frames.shape)} differ in size or count",
             fix="render at the ground truth's resolution and frame count",
         )
+
+
+def cached_array(
+    folder: tuple[str, ...], key: str, shape: tuple[int, ...], compute: Callable[[], np.ndarray]
+) -> np.ndarray:
+    """``compute()`` memoised on disk at ``$BENCH_HOME/cache/<folder...>/<key>.npy``.
+
+    A cached file of another shape is recomputed. Written atomically, because
+    shards running in parallel may fill the same cache.
+    """
+    from bench.paths import cache_dir
+
+    path = cache_dir(*folder) / f"{key}.npy"
+    if path.is_file():
+        try:
+            cached = np.load(path)
+        except (OSError, ValueError):  # truncated by a crash: recompute
+            cached = None
+        if cached is not None and cached.shape == shape:
+            return cached
+    value = compute()
+    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npy")
+    with os.fdopen(handle, "wb") as stream:
+        np.save(stream, value)
+    os.replace(tmp, path)
+    return value

@@ -24,7 +24,7 @@ import numpy as np
 
 from bench.metric import Metric
 
-from ._imageops import check_frames
+from ._imageops import cached_array, check_frames, content_key, to_uint8_hwc
 from .face_embed import shared_embedder
 
 if TYPE_CHECKING:
@@ -72,13 +72,39 @@ class IdentitySimilarity(Metric):
     def backend(self) -> str:
         return str(getattr(self.embedder, "backend", self.embedder_name))
 
-    def update(self, frames: torch.Tensor, gt_frames: torch.Tensor, **_: object) -> None:  # type: ignore[override]
-        """Add a batch of aligned generated and ground-truth frames, (B,3,H,W) in [0,1]."""
+    def gt_embeddings(
+        self, gt_frames: torch.Tensor, gt_key: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """((B,D) unit embeddings, (B,) face found) of ground-truth frames, cached by content key."""
+
+        def compute() -> np.ndarray:
+            embeddings, found = self.embedder.embed_with_status(gt_frames)
+            return np.concatenate([embeddings, found[:, None].astype(np.float64)], axis=1)
+
+        key = gt_key or content_key(to_uint8_hwc(gt_frames))
+        dim = int(self.embedder.dim)
+        packed = cached_array(
+            ("face_embed", self.embedder.cache_id), key, (gt_frames.shape[0], dim + 1), compute
+        )
+        return packed[:, :dim], packed[:, dim] > 0.5
+
+    def update(  # type: ignore[override]
+        self,
+        frames: torch.Tensor,
+        gt_frames: torch.Tensor,
+        gt_key: str | None = None,
+        **_: object,
+    ) -> None:
+        """Add a batch of aligned generated and ground-truth frames, (B,3,H,W) in [0,1].
+
+        ``gt_key`` (optional) is a content key of the ground-truth batch under which
+        its embeddings are cached.
+        """
         import torch
 
         check_frames(self.name, frames, gt_frames)
         pd, pd_found = self.embedder.embed_with_status(frames)
-        gt, gt_found = self.embedder.embed_with_status(gt_frames)
+        gt, gt_found = self.gt_embeddings(gt_frames, gt_key)
         self._state["sum_gt"] += torch.from_numpy(gt.sum(axis=0))
         self._state["sum_pd"] += torch.from_numpy(pd.sum(axis=0))
         self._state["paired_sum"] += float(np.einsum("bd,bd->", pd, gt))

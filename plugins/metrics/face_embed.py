@@ -24,7 +24,13 @@ from bench.errors import InputError, MissingDependencyError
 from bench.registry import WeightsStatus
 
 from ._imageops import to_uint8_hwc
-from .landmarks import _check_upsample, _import_dlib, best_face, face_recognition_models_file
+from .landmarks import (
+    _check_upsample,
+    _import_dlib,
+    best_face,
+    face_recognition_models_file,
+    file_digest,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -57,6 +63,14 @@ class DlibFaceEmbedder:
             str(face_recognition_models_file("dlib_face_recognition_resnet_model_v1.dat"))
         )
         self._rectangle = dlib.rectangle
+        digests = "-".join(
+            file_digest(face_recognition_models_file(name))[:8]
+            for name in (
+                "shape_predictor_5_face_landmarks.dat",
+                "dlib_face_recognition_resnet_model_v1.dat",
+            )
+        )
+        self.cache_id = f"dlib-v{self.version}-{digests}-up{self.upsample}"
         self.backend = f"dlib {getattr(dlib, '__version__', '?')} ResNet face descriptor (128-d)"
 
     def embed_with_status(self, frames: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -238,6 +252,7 @@ class ArcFaceEmbedder:
         self.batch_size = int(batch_size)
         self.net = net.to(device).eval()
         self.backend = f"ArcFace iresnet100 ({path.name})"
+        self.cache_id = f"arcface-v{self.version}-{file_digest(path)}"
 
     def embed(self, frames: torch.Tensor) -> np.ndarray:
         """(B,3,H,W) in [0,1] -> (B,512) unit vectors."""

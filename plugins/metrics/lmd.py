@@ -20,8 +20,6 @@ Ground-truth landmarks are cached per content key below
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -29,7 +27,7 @@ import numpy as np
 
 from bench.metric import Metric
 
-from ._imageops import check_frames, content_key, to_uint8_hwc
+from ._imageops import cached_array, check_frames, content_key, to_uint8_hwc
 from .landmarks import N_POINTS, Landmarker, shared_landmarker
 
 if TYPE_CHECKING:
@@ -106,21 +104,13 @@ class LandmarkDistance(Metric):
 
     def gt_landmarks(self, gt_frames: torch.Tensor, gt_key: str | None = None) -> np.ndarray:
         """(B,68,2) landmarks of ground-truth frames, from the cache when possible."""
-        from bench.paths import cache_dir
-
         key = gt_key or content_key(to_uint8_hwc(gt_frames))
-        path = cache_dir("landmarks", self.landmarker.cache_id) / f"{key}.npy"
-        if path.is_file():
-            cached = np.load(path)
-            if cached.shape == (gt_frames.shape[0], N_POINTS, 2):
-                return cached
-        landmarks = self.landmarker.detect(gt_frames)
-        # Atomic write: shards running in parallel may fill the same cache.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npy")
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, landmarks)
-        os.replace(tmp, path)
-        return landmarks
+        return cached_array(
+            ("landmarks", self.landmarker.cache_id),
+            key,
+            (gt_frames.shape[0], N_POINTS, 2),
+            lambda: self.landmarker.detect(gt_frames),
+        )
 
     def update(  # type: ignore[override]
         self,
