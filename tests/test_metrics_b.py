@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -438,3 +438,45 @@ def test_dlib_backends_report_their_files_and_reject_bad_options() -> None:
         assert status is not None and status.present and Path(status.where).is_file()
     with pytest.raises(ConfigError, match="upsample"):
         bench.load("landmarker", "dlib", upsample="twice")
+
+
+class _FakeFaceAlignment:
+    """Stands in for face_alignment.FaceAlignment: records its options, returns set landmarks."""
+
+    options: ClassVar[dict[str, Any]] = {}
+    fail: ClassVar[Exception | None] = None
+
+    def __init__(self, landmarks_type: Any, **options: Any) -> None:
+        if _FakeFaceAlignment.fail is not None:
+            raise _FakeFaceAlignment.fail
+        _FakeFaceAlignment.options = {"landmarks_type": landmarks_type, **options}
+
+    def get_landmarks_from_image(self, image: np.ndarray) -> list[np.ndarray] | None:
+        if image.max() == 0:
+            return None  # face-alignment returns None when no face is found
+        first = np.full((68, 2), float(image[0, 0, 0]))
+        return [first, first + 100]
+
+
+def test_fan_landmarker_uses_the_challenges_settings_and_first_face(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import face_alignment
+    from bench_plugins.metrics import landmarks
+
+    monkeypatch.setattr(face_alignment, "FaceAlignment", _FakeFaceAlignment)
+    monkeypatch.setattr(_FakeFaceAlignment, "fail", None)
+    fan = landmarks.FanLandmarker(device="cpu")
+    opts = _FakeFaceAlignment.options
+    assert opts["landmarks_type"] == face_alignment.LandmarksType.TWO_D
+    assert (opts["flip_input"], opts["compile"], opts["device"]) == (True, False, "cpu")
+    frames = torch.stack([torch.full((3, 8, 8), 40 / 255), torch.zeros(3, 8, 8)])
+    points = fan.detect(frames)
+    assert points.shape == (2, 68, 2)
+    assert np.all(points[0] == 40) and np.isnan(points[1]).all()
+
+    monkeypatch.setattr(
+        _FakeFaceAlignment, "fail", OSError("urlopen error: Name or service not known")
+    )
+    with pytest.raises(MissingDependencyError, match="hub/checkpoints"):
+        landmarks.FanLandmarker(device="cpu")
