@@ -138,7 +138,7 @@ def test_lmd_rejects_bad_frames(table: TableLandmarker, bench_home: Path) -> Non
     bad[0, 0, 0, 0] = float("nan")
     with pytest.raises(InputError, match="NaN"):
         metric.update(frames=bad, gt_frames=_frames_with_ids([1]))
-    with pytest.raises(ValueError, match="empty split"):
+    with pytest.raises(InputError, match="empty split"):
         metric.compute()
 
 
@@ -480,3 +480,11 @@ def test_fan_landmarker_uses_the_challenges_settings_and_first_face(
     )
     with pytest.raises(MissingDependencyError, match="hub/checkpoints"):
         landmarks.FanLandmarker(device="cpu")
+
+
+def test_fds_without_ground_truth_coefficients_say_so() -> None:
+    metric = bench.load("metric", "transfd")
+    with pytest.raises(InputError, match="no ground-truth coefficients"):
+        metric.update(coeffs=_coeffs(0, 4), gt_coeffs=None)
+    with pytest.raises(InputError, match="empty split"):
+        metric.compute()

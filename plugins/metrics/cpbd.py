@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from bench.errors import InputError
 from bench.metric import Metric
 
 from ._imageops import check_frames, rgb_to_gray_uint8, to_uint8_hwc
@@ -216,5 +217,5 @@ class CPBD(Metric):
     def _compute(self, state: Mapping[str, torch.Tensor]) -> float:
         n = int(state["n_frames"])
         if n == 0:
-            raise ValueError(f"{self.name}: no frames were scored (empty split?)")
+            raise InputError(None, f"{self.name}: no frames were scored (empty split?)")
         return float(state["total"]) / n

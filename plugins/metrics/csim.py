@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from bench.errors import InputError
 from bench.metric import Metric
 
 from ._imageops import cached_array, check_frames, content_key, to_uint8_hwc
@@ -115,7 +116,7 @@ class IdentitySimilarity(Metric):
     def _compute(self, state: Mapping[str, torch.Tensor]) -> dict[str, float]:
         n = int(state["n_frames"])
         if n == 0:
-            raise ValueError(f"{self.name}: no frames were scored (empty split?)")
+            raise InputError(None, f"{self.name}: no frames were scored (empty split?)")
         all_pairs = float(state["sum_gt"].double() @ state["sum_pd"].double()) / (n * n)
         return {
             self.name: all_pairs,

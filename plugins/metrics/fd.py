@@ -74,14 +74,20 @@ class _FDState(Metric):
     def _compute(self, state: Mapping[str, torch.Tensor]) -> float:
         n = int(state["n_values"])
         if n == 0:
-            raise ValueError(f"{self.name}: no frames were scored (empty split?)")
+            raise InputError(None, f"{self.name}: no frames were scored (empty split?)")
         return float(state["abs_sum"]) / n
 
 
-def _check_coeffs(metric: str, coeffs: torch.Tensor, gt_coeffs: torch.Tensor) -> None:
+def _check_coeffs(metric: str, coeffs: torch.Tensor | None, gt_coeffs: torch.Tensor | None) -> None:
     import torch
 
     for role, array in (("predicted", coeffs), ("ground-truth", gt_coeffs)):
+        if array is None:
+            raise InputError(
+                None,
+                f"{metric}: the clip has no {role} coefficients",
+                fix="FDs need the dataset's ground-truth coefficients; drop expfd/anglefd/transfd for this split",
+            )
         if array.ndim != 2 or array.shape[1] != C.N_COEFFS:
             raise InputError(
                 None,
@@ -89,6 +95,7 @@ def _check_coeffs(metric: str, coeffs: torch.Tensor, gt_coeffs: torch.Tensor) ->
             )
         if not torch.isfinite(array).all():
             raise InputError(None, f"{metric}: {role} coefficients contain NaN or infinite values")
+    assert coeffs is not None and gt_coeffs is not None
     if coeffs.shape[0] != gt_coeffs.shape[0]:
         raise InputError(
             None,

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from bench.errors import InputError
 from bench.metric import Metric
 
 from ._imageops import cached_array, check_frames, content_key, to_uint8_hwc
@@ -132,7 +133,7 @@ class LandmarkDistance(Metric):
 
     def _compute(self, state: Mapping[str, torch.Tensor]) -> dict[str, float]:
         if int(state["n_frames"]) == 0:
-            raise ValueError(f"{self.name}: no frames were scored (empty split?)")
+            raise InputError(None, f"{self.name}: no frames were scored (empty split?)")
         n_values = int(state["n_values"])
         # NaN, not an error, when no frame had faces on both sides: the counts say why.
         value = float(state["abs_sum"]) / n_values if n_values else float("nan")
