@@ -103,3 +103,11 @@ def test_bad_wav_names_the_file(tmp_path: Path) -> None:
     bad.write_bytes(b"RIFF\x00\x00")
     with pytest.raises(InputError, match="bad.wav"):
         audio_features(bad, 3)
+
+
+@pytest.mark.benchmark
+def test_benchmark_audio_features(benchmark, golden: Path) -> None:  # type: ignore[no-untyped-def]
+    """Throughput of the official features: 179 frames (6 s of 44.1 kHz speech) per round."""
+    wav = golden / "audio" / "speech_44k.wav"
+    feats = benchmark(audio_features, wav, 179)
+    assert feats.shape == (179, 45)

@@ -23,4 +23,4 @@ def open_dataset(name_or_path: str | Path, **options: Any) -> Dataset:
         return ViCoDataset(path, **options)
     import bench
 
-    return bench.load("dataset", text, **options)  # type: ignore[no-any-return]
+    return bench.load("dataset", text, **options)

@@ -239,7 +239,7 @@ def _to_numpy(value: Any) -> np.ndarray:
 
 def _check_stats(path: Path, key: str, entry: Any) -> dict[str, np.ndarray]:
     if not isinstance(entry, Mapping) or "mean" not in entry or "std" not in entry:
-        raise InputError(path, f"entry '{key}' must be a dict with 'mean' and 'std'",
+        raise InputError(path, f"entry '{key or '<flat>'}' must be a dict with 'mean' and 'std'",
                          fix="regenerate it with `bench data stats`")
     mean, std = _to_numpy(entry["mean"]), _to_numpy(entry["std"])
     name = key or "<flat>"
@@ -265,7 +265,7 @@ def read_mean_std(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
     data = torch_load(path)
     if not isinstance(data, Mapping):
         raise InputError(path, f"expected a dict of mean/std, got {type(data).__name__}")
-    if "mean" in data and "std" in data:
+    if "mean" in data or "std" in data:  # the flat (audio) layout
         return {AUDIO_KEY: _check_stats(path, "", data)}
     if not data:
         raise InputError(path, "empty mean/std file", fix="regenerate it with `bench data stats`")

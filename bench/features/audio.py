@@ -70,7 +70,7 @@ def load_wav(path: str | Path) -> tuple[np.ndarray, int]:
     return audio.mean(axis=1), int(sr)
 
 
-def _mfcc_options(sr: int):  # type: ignore[no-untyped-def]
+def _mfcc_options(sr: int):
     import kaldi_native_fbank as knf
 
     opts = knf.MfccOptions()
@@ -88,7 +88,7 @@ def _mfcc_options(sr: int):  # type: ignore[no-untyped-def]
     return opts
 
 
-def _chunk_mfcc(chunk: np.ndarray, sr: int, opts) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _chunk_mfcc(chunk: np.ndarray, sr: int, opts) -> np.ndarray:
     import kaldi_native_fbank as knf
 
     mfcc = knf.OnlineMfcc(opts)
@@ -127,16 +127,20 @@ def audio_features(source: str | Path | tuple[np.ndarray, int], n_frames: int) -
     target = chunk * n_frames
     audio = audio[:target] if len(audio) >= target else np.pad(audio, (0, target - len(audio)))
     opts = _mfcc_options(sr)
+    chunks = audio.reshape(n_frames, chunk)
     out = np.zeros((n_frames, feature_dim(sr)), dtype=np.float64)
     for i in range(n_frames):
-        piece = audio[i * chunk : (i + 1) * chunk]
-        out[i, :13] = _chunk_mfcc(piece, sr, opts)
-        # out[i, 13:39] stay 0: deltas of a one-frame sequence (see module docstring)
-        rms = librosa.feature.rms(y=piece, frame_length=2048, hop_length=HOP, center=True,
-                                  pad_mode="constant").reshape(-1)
-        zcr = librosa.feature.zero_crossing_rate(y=piece, frame_length=sr, hop_length=HOP,
-                                                 center=True).reshape(-1)
-        out[i, 39:] = np.concatenate([rms, zcr])
+        out[i, :13] = _chunk_mfcc(chunks[i], sr, opts)
+    # out[:, 13:39] stay 0: deltas of a one-frame sequence (see module docstring)
+    # librosa treats leading axes as channels, so all chunks go through in one call each;
+    # every chunk is still padded and framed on its own, as in the per-chunk official loop
+    rms = librosa.feature.rms(y=chunks, frame_length=2048, hop_length=HOP, center=True,
+                              pad_mode="constant")
+    zcr = librosa.feature.zero_crossing_rate(y=chunks, frame_length=sr, hop_length=HOP,
+                                             center=True)
+    k = (out.shape[1] - 39) // 2
+    out[:, 39 : 39 + k] = rms.reshape(n_frames, k)
+    out[:, 39 + k :] = zcr.reshape(n_frames, k)
     return out.astype(np.float32)
 
 
