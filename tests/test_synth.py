@@ -266,3 +266,30 @@ def test_full_size_generation(tmp_path: Path) -> None:
         n = probe(root / "videos" / f"{row['uuid']}.speaker.mp4").n_frames
         assert 4 * 30 <= n <= 8 * 30
     print(f"vico-mini generated in {elapsed:.1f} s")
+
+
+def test_the_vico_reader_reads_it(small: Path, bench_home: Path) -> None:
+    """The data layer's reader, validator and statistics agree with the generated files."""
+    from bench.data.check import check_dataset
+    from bench.data.stats import compute_stats
+    from bench.data.vico import ViCoDataset
+
+    report = check_dataset(small)
+    assert report.ok, [str(p) for p in report.problems]
+    dataset = ViCoDataset(small)
+    listening = dataset.samples("test", "listening")
+    assert len(listening) == 1
+    sample = listening[0]
+    mat = scipy.io.loadmat(small / "recons" / f"{sample.uuid}.listener.mat")
+    gt = sample.gt_coeffs()
+    assert gt is not None
+    np.testing.assert_array_equal(gt.numpy(), _driver_order(mat))
+    assert sample.attitude in ("positive", "neutral", "negative")
+    assert sample.audio_features().shape == (sample.n_frames, 45)
+    stats = compute_stats(small, "train")
+    files = torch.load(small / "video_feats_mean_std.bin", weights_only=False)
+    np.testing.assert_allclose(stats.video["angle.exp.trans"]["mean"], files["angle.exp.trans"]["mean"].numpy(),
+                               rtol=1e-5, atol=1e-6)
+    audio = torch.load(small / "audio_feats_mean_std.bin", weights_only=False)
+    np.testing.assert_allclose(stats.audio["mean"], audio["mean"].numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(stats.audio["std"], audio["std"].numpy(), rtol=1e-3, atol=1e-4)

@@ -621,8 +621,8 @@ def _synthesize(out: Path, seed: int, progress: bool, n_pairs: int,
                     train_coeffs.append(feats[formats.DYNAMIC_KEY])
                     train_fixed.append(feats[formats.FIXED_KEY])
             if plan.split == "train":
-                train_audio.append(audio_features((samples.astype(np.float64), SAMPLE_RATE),
-                                                  speaker.shape[0]))
+                # from the written wav, so the statistics describe the 16-bit file a reader sees
+                train_audio.append(audio_features(out / "audios" / f"{plan.uuid}.wav", speaker.shape[0]))
             if bar is not None:
                 bar.advance(plan.uuid)
     finally:
