@@ -544,7 +544,7 @@ def _recon(coeffs: np.ndarray, fixed: np.ndarray, size: int) -> tuple[np.ndarray
 
 def synthesize(out: Path, *, seed: int = 0, progress: bool = True, n_pairs: int = N_PAIRS,
                seconds: tuple[float, float] = SECONDS, n_identities: int = N_IDENTITIES,
-               workers: int | None = None) -> Path:
+               workers: int = 1) -> Path:
     """Write a vico-mini dataset to ``out`` (created; must be empty or absent).
 
     Args:
@@ -553,8 +553,10 @@ def synthesize(out: Path, *, seed: int = 0, progress: bool = True, n_pairs: int 
         progress: show a progress bar.
         n_pairs, seconds, n_identities: size (the defaults make the standard vico-mini;
             tests use smaller sets).
-        workers: processes rendering clips in parallel (default: up to 2, one per core);
-            the output does not depend on it.
+        workers: processes rendering clips in parallel; the output does not depend on
+            it. More than 1 uses ``multiprocessing`` spawn, which re-imports the caller's
+            ``__main__``: only use it from a script guarded by ``if __name__ == "__main__"``
+            (the default, 1, is safe everywhere).
 
     Returns:
         ``out``.
@@ -563,8 +565,7 @@ def synthesize(out: Path, *, seed: int = 0, progress: bool = True, n_pairs: int 
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; synthesize into a new folder")
     with _single_thread():
-        _synthesize(out, seed, progress, n_pairs, seconds, n_identities,
-                    _default_workers() if workers is None else workers)
+        _synthesize(out, seed, progress, n_pairs, seconds, n_identities, workers)
     return out
 
 
@@ -632,10 +633,6 @@ def _render_clip(out: Path, plan: ClipPlan, seed: int, n_identities: int) -> _Cl
 @functools.lru_cache(maxsize=4)
 def _identities(seed: int, n_identities: int) -> list[Identity]:
     return [make_identity(i, seed) for i in range(n_identities)]
-
-
-def _default_workers() -> int:
-    return max(1, min(2, os.cpu_count() or 1))
 
 
 def _synthesize(out: Path, seed: int, progress: bool, n_pairs: int,
