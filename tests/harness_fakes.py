@@ -48,6 +48,13 @@ def draw(coeffs: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     return (0.5 * rgb + 0.5 * reference[None]).clamp(0, 1).reshape(t, 3, reference.shape[1], reference.shape[2])
 
 
+def gt_from_drawn(frames: torch.Tensor) -> torch.Tensor:
+    """Ground truth = drawn frames dimmed, plus a fixed pattern (b,3,h,w)."""
+    h, w = frames.shape[-2:]
+    pattern = (torch.arange(h * w).reshape(1, 1, h, w) % 7).float() / 70.0
+    return (frames * 0.9 + pattern).clamp(0, 1)
+
+
 def write_dataset(root: Path, clips: list[dict[str, Any]], name: str = "fake") -> Path:
     """``clips``: dicts with uuid, n_frames, seed and optionally ``corrupt`` (frame index)."""
     root.mkdir(parents=True, exist_ok=True)
@@ -65,6 +72,7 @@ class FakeSample:
     attitude: str | None
     seed: int
     corrupt: int | None = None
+    size: int = H
 
     def _gen(self) -> torch.Generator:
         return torch.Generator().manual_seed(self.seed)
@@ -74,7 +82,7 @@ class FakeSample:
 
     def reference_image(self) -> torch.Tensor:
         g = self._gen()
-        return torch.rand(3, H, W, generator=g) * 0.6 + 0.2
+        return torch.rand(3, self.size, self.size, generator=g) * 0.6 + 0.2
 
     def gt_coeffs(self) -> torch.Tensor:
         t = torch.arange(self.n_frames, dtype=torch.float32)[:, None]
@@ -85,12 +93,11 @@ class FakeSample:
         return self.gt_coeffs().flip(0)
 
     def gt_frames(self, batch_size: int) -> Iterator[torch.Tensor]:
-        frames = draw(self.gt_coeffs(), self.reference_image())
-        pattern = (torch.arange(H * W).reshape(1, 1, H, W) % 7).float() / 70.0
+        coeffs, ref = self.gt_coeffs(), self.reference_image()
         for start in range(0, self.n_frames, batch_size):
             if self.corrupt is not None and start + batch_size > self.corrupt:
                 raise ValueError(f"{self.uuid}: corrupt frame {self.corrupt}")
-            yield (frames[start:start + batch_size] * 0.9 + pattern).clamp(0, 1)
+            yield gt_from_drawn(draw(coeffs[start:start + batch_size], ref))
 
 
 class FakeDataset:
@@ -104,7 +111,8 @@ class FakeDataset:
 
     def samples(self, split: str, task: str) -> list[FakeSample]:
         role = "speaker" if task == "talking" else "listener"
-        return [FakeSample(c["uuid"], task, role, c["n_frames"], 30.0, None, c["seed"], c.get("corrupt"))
+        return [FakeSample(c["uuid"], task, role, c["n_frames"], 30.0, None, c["seed"], c.get("corrupt"),
+                           c.get("size", H))
                 for c in self._manifest[split]]
 
     def content_hash(self) -> str:
