@@ -177,7 +177,8 @@ def run(
         postprocs = _split_list(postproc) or _split_list(g.get("postprocs") or g.get("postproc")) or [DEFAULTS["postproc"]]
         metric_names = _split_list(metrics) or _split_list(g.get("metrics"))
 
-        def merged(kind: str, cli_items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
+        def merged(kind: str, cli_items: Sequence[str] | None,
+                   opts: Mapping[str, Any] = opts) -> dict[str, dict[str, Any]]:
             base = {k: dict(v) for k, v in dict(opts.get(kind, {})).items()}
             for name, kv in parse_component_options(cli_items, kind).items():
                 base.setdefault(name, {}).update(kv)
@@ -240,7 +241,13 @@ class _Progress:
     """Live display: cells done, clips of the current cell, frames/s."""
 
     def __init__(self, console: Any, n_cells: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                           TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,

@@ -88,7 +88,7 @@ def cell_id(spec: Mapping[str, Any]) -> str:
 def parse_chain(text: str | None) -> list[str]:
     """``"a+b"`` -> ``["a", "b"]``; ``"none"``/empty -> ``[]``."""
     try:  # the post-processing helper owns the syntax when it is installed
-        from .postproc import parse_chain as _parse  # type: ignore[import-not-found,unused-ignore]
+        from .postproc import parse_chain as _parse
 
         return list(_parse(text or "none"))
     except ImportError:
@@ -225,12 +225,12 @@ _DATASETS: dict[str, Any] = {}
 def open_dataset(ref: Any) -> Dataset:
     """A dataset from a name, a path or an object (memoised per process)."""
     if not isinstance(ref, (str, Path)):
-        return ref  # type: ignore[no-any-return]
+        return ref
     key = str(ref)
     if key in _DATASETS:
-        return _DATASETS[key]  # type: ignore[no-any-return]
+        return _DATASETS[key]
     try:
-        from .data import open_dataset as _open  # type: ignore[import-not-found,unused-ignore]
+        from .data import open_dataset as _open
     except ImportError:
         _open = None
     if _open is not None:
@@ -249,7 +249,7 @@ def open_dataset(ref: Any) -> Dataset:
             registry.get("dataset", base)  # raises "unknown dataset ... did you mean"
             raise InputError(key, "not a dataset name or folder")  # pragma: no cover
     _DATASETS[key] = ds
-    return ds  # type: ignore[no-any-return]
+    return ds
 
 
 def register_dataset(ref: str, dataset: Any) -> None:
@@ -293,7 +293,7 @@ def _check_renderer_accepts(renderer: ComponentChoice, requested: Mapping[str, A
     if not requested:
         return
     try:
-        from .postproc import check_renderer_options  # type: ignore[import-not-found,unused-ignore]
+        from .postproc import check_renderer_options
     except ImportError:
         check_renderer_options = None
     accepted = _target_attr(renderer, "render_options")
@@ -955,7 +955,7 @@ class _ClipLoader:
             fut = self._pool.submit(self._load, self._todo[k][1])
         if k + 1 < len(self._todo) and k + 1 not in self._futures:
             self._futures[k + 1] = self._pool.submit(self._load, self._todo[k + 1][1])
-        return fut.result()  # type: ignore[no-any-return]
+        return fut.result()
 
     def close(self) -> None:
         for fut in self._futures.values():
@@ -1155,9 +1155,8 @@ def run_plan(
     from .store import Store, run_environment
 
     options = options or RunOptions()
-    own = not isinstance(store, Store)
-    st = Store(store) if own else store
-    assert isinstance(st, Store)
+    st = store if isinstance(store, Store) else Store(store)
+    own = st is not store
     emit = on_event or (lambda *a, **k: None)
     outcomes: list[CellOutcome] = []
     try:

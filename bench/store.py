@@ -113,7 +113,7 @@ def _loads_states(blob: bytes | None) -> dict[str, dict[str, Any]]:
 
     if not blob:
         return {}
-    return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)  # type: ignore[no-any-return]
+    return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
 
 
 def _nan_to_none(x: Any) -> Any:
@@ -352,7 +352,7 @@ def bootstrap_ci_values(metric: Any, states: Sequence[Mapping[str, Any]], *, n_r
     if n_resamples <= 0 or len(states) < 2:
         return {}
     try:
-        from .stats import bootstrap_ci  # type: ignore[import-not-found,unused-ignore]
+        from .stats import bootstrap_ci
     except ImportError:
         bootstrap_ci = None
     if bootstrap_ci is not None:

@@ -195,7 +195,7 @@ class FakePSNR(Metric):
         self.add_state("n", torch.zeros((), dtype=torch.float64), "sum")
         self.keys_seen: list[str] = []
 
-    def update(self, frames: torch.Tensor, gt_frames: torch.Tensor, gt_key: str = "") -> None:
+    def update(self, frames: torch.Tensor, gt_frames: torch.Tensor, gt_key: str = "") -> None:  # type: ignore[override]
         self.keys_seen.append(gt_key)
         self._state["sse"] = self._state["sse"] + ((frames.double() - gt_frames.double()) ** 2).sum()
         self._state["n"] = self._state["n"] + frames.numel()
@@ -215,7 +215,7 @@ class FakeL1(Metric):
         self.add_state("abs", torch.zeros((), dtype=torch.float64), "sum")
         self.add_state("n", torch.zeros((), dtype=torch.float64), "sum")
 
-    def update(self, coeffs: torch.Tensor, gt_coeffs: torch.Tensor) -> None:
+    def update(self, coeffs: torch.Tensor, gt_coeffs: torch.Tensor) -> None:  # type: ignore[override]
         self._state["abs"] = self._state["abs"] + (coeffs.double() - gt_coeffs.double()).abs().sum()
         self._state["n"] = self._state["n"] + coeffs.numel()
 
@@ -233,11 +233,36 @@ class FakeMeans(Metric):
         super().__init__()
         self.add_state("means", torch.zeros(0, dtype=torch.float64), "cat")
 
-    def update(self, frames: torch.Tensor) -> None:
+    def update(self, frames: torch.Tensor) -> None:  # type: ignore[override]
         self._state["means"] = torch.cat([self._state["means"], frames.double().mean(dim=(1, 2, 3))])
 
     def _compute(self, state: Mapping[str, torch.Tensor]) -> float:
         return float(state["means"].mean())
+
+
+CLIPS: list[dict[str, Any]] = [
+    {"uuid": "a1", "n_frames": 13, "seed": 1},
+    {"uuid": "b2", "n_frames": 20, "seed": 2},
+    {"uuid": "c3", "n_frames": 9, "seed": 3},
+    {"uuid": "d4", "n_frames": 17, "seed": 4},
+    {"uuid": "e5", "n_frames": 11, "seed": 5},
+]
+
+METRICS = ["fake-psnr", "fake-l1", "fake-means"]
+
+
+
+def plan_args(root: Path, **over: Any) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "dataset": f"fake-ds:{root}",
+        "drivers": ["gt"],
+        "renderers": ["fake-rig"],
+        "postprocs": ["none"],
+        "metrics": METRICS,
+        "batch_size": 4,
+    }
+    args.update(over)
+    return args
 
 
 _M = "harness_fakes"

@@ -6,15 +6,18 @@ import hashlib
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import harness_fakes as hf
 import pytest
 import torch
-from harness_fixtures import CLIPS, fakes, plan_args  # noqa: F401
+from harness_fakes import CLIPS, plan_args
 
 from bench import harness
 from bench.errors import ConfigError, UnknownComponentError
 from bench.store import Store
+
+pytest_plugins = ("harness_fixtures",)
 
 
 def _ids(root: Path, **over: object) -> list[str]:
@@ -48,7 +51,7 @@ def test_cell_id_changes_with_every_field(fakes: Path, tmp_path: Path) -> None:
     w1, w2 = tmp_path / "w1.pt", tmp_path / "w2.pt"
     w1.write_bytes(b"one")
     w2.write_bytes(b"two")
-    variants = {
+    variants: dict[str, dict[str, Any]] = {
         "base": {},
         "split": {"split": "train"},
         "task": {"task": "listening"},

@@ -13,12 +13,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from harness_fixtures import CLIPS, fakes, plan_args  # noqa: F401
+from harness_fakes import CLIPS, plan_args
 
 import bench
 from bench import harness, store
 from bench.errors import ConfigError
 from bench.store import Store
+
+pytest_plugins = ("harness_fixtures",)
 
 
 def test_new_store_schema_and_wal(tmp_path: Path) -> None:
@@ -67,7 +69,7 @@ def test_resume_skips_finished_and_force_reruns(fakes: Path, tmp_path: Path) -> 
     forced = harness.run_plan(p, db, force=True, n_resamples=20)
     assert [o.status for o in forced] == ["finished"] * 2
     assert [o.summary["metrics"] for o in forced] == [o.summary["metrics"] for o in first]
-    tables = bench.results(db)
+    tables = bench.results(str(db))
     assert len(tables["cells"]) == 2 and len(tables["clips"]) == 2 * len(CLIPS)
     assert (tables["cells"]["status"] == "finished").all()
     assert set(tables["runs"]["status"]) == {"finished"}
@@ -80,7 +82,7 @@ def test_half_done_cell_is_invisible_and_completes(fakes: Path, tmp_path: Path) 
     with Store(db) as st:  # as if a run died after writing one of three shards
         st.add_cell(cell.id, cell.spec, cell.label)
         st.write_shard(harness.run_shard(cell.payload(), 1, 3))
-    tables = bench.results(db)
+    tables = bench.results(str(db))
     assert tables["summaries"].empty and tables["clips"].empty
     assert list(tables["cells"]["status"]) == ["planned"]
     done = harness.run_plan(p, db, n_shards=3, n_resamples=20)[0].summary
@@ -130,8 +132,8 @@ def test_killed_mid_cell_store_consistent_and_rerun_identical(fakes: Path, tmp_p
     clean_db = tmp_path / "clean.db"
     p = harness.plan(**plan_args(fakes, drivers=["fake-noisy"], renderer_options={"fake-rig": {"delay": 0.05}}))
     harness.run_plan(p, clean_db, n_resamples=50)
-    a = bench.results(db)["summaries"]
-    b = bench.results(clean_db)["summaries"]
+    a = bench.results(str(db))["summaries"]
+    b = bench.results(str(clean_db))["summaries"]
     assert a["cell_id"].iloc[0] == p.cells[0].id
     pd.testing.assert_frame_equal(a, b)
 
@@ -139,7 +141,7 @@ def test_killed_mid_cell_store_consistent_and_rerun_identical(fakes: Path, tmp_p
 def test_export_formats(fakes: Path, tmp_path: Path) -> None:
     db = tmp_path / "r.db"
     harness.run_plan(harness.plan(**plan_args(fakes, drivers=["gt", "static"])), db, n_resamples=10)
-    tables = bench.results(db)
+    tables = bench.results(str(db))
     csvs = store.export(db, tmp_path / "csv", "csv")
     assert {p.name for p in csvs} == {f"{k}.csv" for k in tables}
     back = pd.read_csv(tmp_path / "csv" / "summaries.csv")
