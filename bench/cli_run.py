@@ -28,7 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "store": "bench-results.db",
     "executor": "local",
     "shards": 1,
-    "bootstrap": 1000,
+    "bootstrap": None,
 }
 
 
@@ -148,7 +148,7 @@ def run(
     shards: Annotated[int | None, typer.Option(help="Split each cell into N shards of clips [default: 1].")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML file of named grids ([grids.NAME]).")] = None,
     grid: Annotated[list[str] | None, typer.Option(help="Grid name(s) in --config [default: all].")] = None,
-    bootstrap: Annotated[int | None, typer.Option(help="Bootstrap resamples for CIs (0: none) [default: 1000].")] = None,
+    bootstrap: Annotated[int | None, typer.Option(help="Bootstrap resamples for CIs (0: none) [default: each metric's own, usually 1000; FID 100].")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live progress display.")] = False,
 ) -> None:
     """Run driver x renderer x post-processor cells over a dataset split and store every number.
@@ -202,21 +202,22 @@ def run(
             save_videos=save_videos or g.get("save_videos"), seed=int(_pick(seed, g, "seed")),
             store=store_path, force=force, strict=strict, executor=_pick(executor, g, "executor"),
             executor_options={**dict(g.get("executor_options", {})), **_parse_kv(executor_opt, "executor-opt")},
-            shards=int(_pick(shards, g, "shards")), bootstrap=int(_pick(bootstrap, g, "bootstrap")),
+            shards=int(_pick(shards, g, "shards")), bootstrap=_pick(bootstrap, g, "bootstrap"),
             quiet=quiet,
         )
         all_outcomes.extend(outcomes)
 
 
 def _run_grid(console: Any, *, store: Path, device: str, save_videos: Any, force: bool, strict: bool,
-              executor: str, executor_options: dict[str, Any], shards: int, bootstrap: int, quiet: bool,
+              executor: str, executor_options: dict[str, Any], shards: int, bootstrap: int | None,
+              quiet: bool,
               **plan_args: Any) -> list[Any]:
     from . import harness
 
     if shards < 1:
         raise ConfigError(f"--shards must be >= 1, got {shards}")
     harness.resolve_device(device)
-    the_plan = harness.plan(**plan_args)
+    the_plan = harness.plan(device=device, **plan_args)
     if the_plan.skipped_metrics:
         console.print(f"[yellow]metrics skipped:[/] {', '.join(the_plan.skipped_metrics)}")
     ex = harness.get_executor(executor, **executor_options)

@@ -174,6 +174,34 @@ class ComponentChoice:
         return bench.load(self.kind, self.name, **self.options)
 
 
+def runtime_options(kind: str, name: str, options: Mapping[str, Any], *, device: str | None,
+                    precision: str | None = None) -> tuple[dict[str, Any], bool]:
+    """Options to build a component with: ``options`` plus the run's ``device`` (and
+    ``precision`` for drivers/renderers/post-processors) when the factory names them
+    as parameters. Returns them and whether the component handles precision itself.
+
+    These are runtime choices, not part of the cell spec: the device shows up in
+    metric backends (and the run record), the precision is in the spec already.
+    """
+    import bench.plugins
+
+    from .registry import resolve_target
+
+    out = dict(options)
+    try:
+        factory = resolve_target(bench.plugins.session().registry.get(kind, name).spec.target)
+        params = inspect.signature(factory).parameters
+    except (BenchError, TypeError, ValueError):
+        return out, False
+    if device is not None and "device" in params and "device" not in out:
+        out["device"] = device
+    handles = False
+    if precision is not None and kind in ("driver", "renderer", "postproc") and "precision" in params:
+        out.setdefault("precision", precision)
+        handles = True
+    return out, handles
+
+
 @dataclass
 class MetricChoice:
     name: str
@@ -325,6 +353,7 @@ def resolve_metrics(
     names: Sequence[str] | None,
     task: str,
     options: Mapping[str, Mapping[str, Any]] | None = None,
+    device: str | None = None,
 ) -> tuple[list[MetricChoice], list[str]]:
     """Build the metrics of a cell.
 
@@ -354,7 +383,7 @@ def resolve_metrics(
             continue
         opts = dict(options.get(name, {}))
         try:
-            instance = bench.load("metric", name, **opts)
+            instance = _metric_instance(name, opts, device)
         except MissingDependencyError as exc:
             if explicit:
                 raise
@@ -405,6 +434,7 @@ def plan(
     precision: str = "fp32",
     limit: int | None = None,
     cells: Sequence[Mapping[str, str]] | None = None,
+    device: str = "auto",
 ) -> Plan:
     """Resolve a grid into cells, validating everything before any work.
 
@@ -445,7 +475,7 @@ def plan(
     if not combos:
         raise ConfigError("the grid is empty", fix="give at least one driver, renderer and post-processor chain")
 
-    metric_choices, skipped = resolve_metrics(metrics, task, metric_options)
+    metric_choices, skipped = resolve_metrics(metrics, task, metric_options, resolve_device(device))
     metric_specs = [_metric_spec(m) for m in metric_choices]
 
     planned: list[Cell] = []
@@ -790,13 +820,15 @@ class RunOptions:
 _METRIC_CACHE: dict[str, Any] = {}
 
 
-def _metric_instance(name: str, options: Mapping[str, Any]) -> Any:
-    """One metric instance per (name, options) per process, so GT-side caches are reused."""
+def _metric_instance(name: str, options: Mapping[str, Any], device: str | None = None) -> Any:
+    """One metric instance per (name, options, device) per process, so models load once
+    and GT-side caches are reused across cells."""
     import bench
 
-    key = f"{name}:{canonical_json(dict(options))}"
+    build, _ = runtime_options("metric", name, options, device=device)
+    key = f"{name}:{canonical_json(build)}"
     if key not in _METRIC_CACHE:
-        _METRIC_CACHE[key] = bench.load("metric", name, **dict(options))
+        _METRIC_CACHE[key] = bench.load("metric", name, **build)
     return _METRIC_CACHE[key]
 
 
@@ -831,23 +863,36 @@ def run_shard(payload: Mapping[str, Any], shard: int = 0, n_shards: int = 1,
     samples = ds.samples(spec["split"], task)
     todo = _select(samples, spec["limit"], shard, n_shards)
 
-    driver = bench.load("driver", payload["driver"][0], **payload["driver"][1])
-    renderer = bench.load("renderer", payload["renderer"][0], **payload["renderer"][1])
-    posts = [bench.load("postproc", n, **o) for n, o in payload["postproc"]]
-    for comp in (driver, renderer, *posts):
-        _to_device(comp, device)
-    metrics = {name: _metric_instance(name, opts) for name, opts in payload["metrics"]}
+    precision = spec["precision"]
+    handles: dict[str, bool] = {}
+
+    def build(kind: str, name: str, opts: Mapping[str, Any]) -> Any:
+        full, handles[f"{kind}:{name}"] = runtime_options(kind, name, opts, device=device,
+                                                          precision=precision)
+        component = bench.load(kind, name, **full)
+        _to_device(component, device)
+        return component
+
+    driver = build("driver", *payload["driver"])
+    renderer = build("renderer", *payload["renderer"])
+    posts = [build("postproc", n, o) for n, o in payload["postproc"]]
+    own_precision = {
+        "driver": handles[f"driver:{payload['driver'][0]}"],
+        "render": handles[f"renderer:{payload['renderer'][0]}"],
+        "postproc": all(handles[f"postproc:{n}"] for n, _ in payload["postproc"]),
+    }
+    metrics = {name: _metric_instance(name, opts, device) for name, opts in payload["metrics"]}
     metric_info = {
         n: {"higher_is_better": bool(getattr(m, "higher_is_better", True)), "backend": str(m.backend),
             "label": str(getattr(m, "label", "")), "frame_level": bool(getattr(m, "frame_level", True))}
         for n, m in metrics.items()
     }
-    precision = spec["precision"]
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     dev_type = "cuda" if device.startswith("cuda") else "cpu"
 
-    def autocast() -> Any:
-        if autocast_dtype is None:
+    def autocast(stage: str) -> Any:
+        # components that take a `precision` option run their own autocast
+        if autocast_dtype is None or own_precision.get(stage, False):
             return contextlib.nullcontext()
         return torch.autocast(dev_type, dtype=autocast_dtype)
 
@@ -966,7 +1011,7 @@ class _ClipLoader:
 def _run_clip(
     index: int, sample: Sample, loader: _ClipLoader, k: int, spec: Mapping[str, Any], role: str,
     driver: Any, renderer: Any, posts: Sequence[Any], metrics: Mapping[str, Any],
-    timer: StageTimer, autocast: Callable[[], Any], device: str, video_dir: Path | None,
+    timer: StageTimer, autocast: Callable[[str], Any], device: str, video_dir: Path | None,
 ) -> tuple[ClipResult, float]:
     """Stream one clip; returns its result and background I/O busy seconds."""
     import torch
@@ -1002,7 +1047,7 @@ def _run_clip(
                 gt=gt_coeffs[None].to(device),
                 uuids=[sample.uuid],
             )
-            with timer.stage("driver"), autocast():
+            with timer.stage("driver"), autocast("driver"):
                 coeffs = driver.predict(batch)
             coeffs = coeffs[0].float()
             if coeffs.shape[0] < n_frames:
@@ -1020,13 +1065,13 @@ def _run_clip(
             produced = 0
             stream = renderer.render(ref_dev, coeffs, source_coeffs=gt_coeffs[0].to(device))
             while True:
-                with timer.stage("render"), autocast():
+                with timer.stage("render"), autocast("render"):
                     frames = next(stream, None)
                 if frames is None:
                     break
                 frames = frames.float()
                 if posts:
-                    with timer.stage("postproc"), autocast():
+                    with timer.stage("postproc"), autocast("postproc"):
                         for p in posts:
                             frames = p.process(frames)
                     frames = frames.float()
@@ -1148,7 +1193,7 @@ def run_plan(
     force: bool = False,
     options: RunOptions | None = None,
     on_event: EventCallback | None = None,
-    n_resamples: int = 1000,
+    n_resamples: int | None = None,
     argv: Sequence[str] = (),
 ) -> list[CellOutcome]:
     """Run every unfinished cell of a plan (shard by shard) and summarise each."""

@@ -256,7 +256,7 @@ class Store:
         return [(int(i), u, (_loads_states(s) if e is None else None), e) for i, u, s, e in rows]
 
     def finish_cell(self, cid: str, n_shards: int, *, metrics: Mapping[str, Any],
-                    n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
+                    n_resamples: int | None = None, seed: int = 0) -> dict[str, Any]:
         """Merge the shards of a cell into its summary and mark it finished (one transaction).
 
         Clip states are merged in clip order whatever the sharding, so a cell run in
@@ -342,13 +342,18 @@ class Store:
         }
 
 
-def bootstrap_ci_values(metric: Any, states: Sequence[Mapping[str, Any]], *, n_resamples: int = 1000,
-                        seed: int = 0, level: float = 0.95) -> dict[str, tuple[float | None, float | None]]:
+def bootstrap_ci_values(metric: Any, states: Sequence[Mapping[str, Any]], *,
+                        n_resamples: int | None = None, seed: int = 0,
+                        level: float = 0.95) -> dict[str, tuple[float | None, float | None]]:
     """Percentile bootstrap CI over clips for every value key of ``metric``.
 
+    ``n_resamples`` None means the metric's ``bootstrap_resamples`` (default 1000;
+    FID asks for fewer, each resample costs an eigenproblem); 0 means no CI.
     Uses ``bench.stats.bootstrap_ci`` when the statistics module is installed;
     otherwise resamples clips with replacement, merges their states and computes.
     """
+    if n_resamples is None:
+        n_resamples = int(getattr(metric, "bootstrap_resamples", 1000))
     if n_resamples <= 0 or len(states) < 2:
         return {}
     try:

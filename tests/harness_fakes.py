@@ -155,6 +155,13 @@ class FakeBlend:
         return (1 - self.alpha) * frames + self.alpha * self.ref[None]
 
 
+class FakeDim(FakeBlend):
+    renderer_options: Mapping[str, Any] = {}
+
+    def process(self, frames: torch.Tensor) -> torch.Tensor:
+        return frames * 0.9
+
+
 class FakeWarp(FakeBlend):
     renderer_options: Mapping[str, Any] = {"warp_mode": "exotic"}
 
@@ -280,7 +287,8 @@ def bench_add_renderers() -> dict[str, ComponentSpec]:
 
 @hookimpl
 def bench_add_postprocessors() -> dict[str, ComponentSpec]:
-    return {"fake-blend": ComponentSpec(f"{_M}:FakeBlend"), "fake-warp": ComponentSpec(f"{_M}:FakeWarp")}
+    return {"fake-blend": ComponentSpec(f"{_M}:FakeBlend"), "fake-warp": ComponentSpec(f"{_M}:FakeWarp"),
+            "fake-dim": ComponentSpec(f"{_M}:FakeDim")}
 
 
 @hookimpl

@@ -71,14 +71,14 @@ alpha = 0.5
 dataset = "fake-ds:{fakes}"
 metrics = "fake-psnr"
 limit = 2
-cells = [{{ driver = "fake-noisy", renderer = "fake-rig", postproc = "fake-blend+fake-blend" }}]
+cells = [{{ driver = "fake-noisy", renderer = "fake-rig", postproc = "fake-blend+fake-dim" }}]
 """)
     db = tmp_path / "r.db"
     assert _run(["run", "--config", str(cfg), "--store", str(db), "--bootstrap", "0", "-q"]) == 0
     cells = bench.results(str(db))["cells"]
     assert sorted(cells["label"]) == sorted([
         "gt | fake-rig | none", "gt | fake-rig | fake-blend", "static | fake-rig | none",
-        "static | fake-rig | fake-blend", "fake-noisy | fake-rig | fake-blend+fake-blend"])
+        "static | fake-rig | fake-blend", "fake-noisy | fake-rig | fake-blend+fake-dim"])
     spec = json.loads(cells.set_index("label").loc["gt | fake-rig | fake-blend", "spec"])
     assert spec["postproc"][0]["options"] == {"alpha": 0.5}
     assert _run(["export", "--format", "json", "--store", str(db), "--out", str(tmp_path / "r.json")]) == 0

@@ -97,10 +97,10 @@ def test_component_version_changes_id(fakes: Path, monkeypatch: pytest.MonkeyPat
 
 def test_grid_is_cartesian_product(fakes: Path) -> None:
     p = harness.plan(**plan_args(fakes, drivers=["gt", "static", "fake-noisy"],
-                                 postprocs=["none", "fake-blend", "fake-blend+fake-blend"]))
+                                 postprocs=["none", "fake-blend", "fake-blend+fake-dim"]))
     labels = [c.label for c in p.cells]
     assert len(labels) == 9 == len(set(labels))
-    assert "static | fake-rig | fake-blend+fake-blend" in labels
+    assert "static | fake-rig | fake-blend+fake-dim" in labels
     assert len({c.id for c in p.cells}) == 9
 
 
