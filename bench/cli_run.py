@@ -298,8 +298,10 @@ def print_cell(console: Any, outcome: Any) -> None:
     summary = outcome.summary or {}
     status = "[dim](finished earlier: skipped)[/]" if outcome.status == "skipped" else ""
     table = Table(title=f"{outcome.cell.label}  [dim]cell {outcome.cell.id}[/] {status}", title_justify="left")
-    for col in ("metric", "value", "95% CI", "clips", "failed", "better", "backend"):
-        table.add_column(col, justify="right" if col not in ("metric", "backend") else "left")
+    for col in ("metric", "value", "95% CI", "clips", "failed", "better"):
+        table.add_column(col, justify="right" if col != "metric" else "left", no_wrap=True)
+    # backends are long provenance strings: the full text is in the store
+    table.add_column("backend", no_wrap=True, overflow="ellipsis", max_width=32)
     for m in summary.get("metrics", []):
         ci = "-" if m["ci_low"] is None else f"[{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]"
         table.add_row(m["key"] + (f" ({m['label']})" if m.get("label") else ""), _fmt(m["value"]), ci,

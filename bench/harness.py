@@ -695,6 +695,28 @@ class _Rebatcher:
         return self._have
 
 
+def rechunk(batches: Iterator[torch.Tensor], size: int) -> Iterator[torch.Tensor]:
+    """Regroup a stream of (b,...) batches into chunks of exactly ``size`` (the last may
+    be shorter), holding at most one chunk plus one input batch."""
+    import torch
+
+    pending: list[torch.Tensor] = []
+    have = 0
+    for batch in batches:
+        pending.append(batch)
+        have += int(batch.shape[0])
+        if have < size:
+            continue
+        joined = torch.cat(pending, 0) if len(pending) > 1 else pending[0]
+        cut = (have // size) * size
+        for start in range(0, cut, size):
+            yield joined[start:start + size]
+        pending = [joined[cut:]] if cut < have else []
+        have -= cut
+    if have:
+        yield torch.cat(pending, 0) if len(pending) > 1 else pending[0]
+
+
 class _BackgroundWriter:
     """Encodes a clip's frames to H.264 in a background thread."""
 
@@ -826,7 +848,8 @@ def _metric_instance(name: str, options: Mapping[str, Any], device: str | None =
     import bench
 
     build, _ = runtime_options("metric", name, options, device=device)
-    key = f"{name}:{canonical_json(build)}"
+    # Per thread: metric state is mutable and must never be shared by concurrent runs.
+    key = f"{name}:{canonical_json(build)}@{threading.get_ident()}"
     if key not in _METRIC_CACHE:
         _METRIC_CACHE[key] = bench.load("metric", name, **build)
     return _METRIC_CACHE[key]
@@ -1064,19 +1087,29 @@ def _run_clip(
             gt = _Rebatcher(gt_stream)
             produced = 0
             stream = renderer.render(ref_dev, coeffs, source_coeffs=gt_coeffs[0].to(device))
-            while True:
-                with timer.stage("render"), autocast("render"):
-                    frames = next(stream, None)
-                if frames is None:
-                    break
-                frames = frames.float()
-                if posts:
-                    with timer.stage("postproc"), autocast("postproc"):
-                        for p in posts:
-                            frames = p.process(frames)
+
+            def generated() -> Iterator[torch.Tensor]:
+                """Post-processed frames in the renderer's batches."""
+                start = 0
+                while True:
+                    with timer.stage("render"), autocast("render"):
+                        frames = next(stream, None)
+                    if frames is None:
+                        return
                     frames = frames.float()
-                if not torch.isfinite(frames).all():
-                    raise ClipFailure(f"NaN/inf in generated frames {produced}..{produced + frames.shape[0]}")
+                    if posts:
+                        with timer.stage("postproc"), autocast("postproc"):
+                            for p in posts:
+                                frames = p.process(frames)
+                        frames = frames.float()
+                    if not torch.isfinite(frames).all():
+                        raise ClipFailure(f"NaN/inf in generated frames {start}..{start + frames.shape[0]}")
+                    start += int(frames.shape[0])
+                    yield frames
+
+            # Metrics see fixed, aligned chunks of `batch_size` frames whatever the
+            # renderer's batch: GT-side caches keyed by frame range then hit across cells.
+            for frames in rechunk(generated(), batch_size):
                 b = int(frames.shape[0])
                 with timer.stage("io"):
                     gt_frames = gt.take(b)

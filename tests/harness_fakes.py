@@ -126,7 +126,7 @@ class FakeRenderer:
     render_options = frozenset({"padding_mode", "delay"})
 
     def __init__(self, batch_size: int = 5, padding_mode: str = "zeros", delay: float = 0.0,
-                 weights: str | None = None) -> None:
+                 weights: str | None = None, device: str = "cpu", precision: str = "fp32") -> None:
         self.batch_size = batch_size
         self.padding_mode = padding_mode
         self.delay = delay

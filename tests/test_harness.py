@@ -210,12 +210,32 @@ def test_gt_key_and_clip_states(fakes: Path, tmp_path: Path) -> None:
     res = harness.run_shard(cell.payload())
     assert [c.uuid for c in res.clips] == ["a1", "b2"]
     psnr = harness._METRIC_CACHE[next(k for k in harness._METRIC_CACHE if k.startswith("fake-psnr"))]
-    keys = psnr.keys_seen[-4:]  # b2: 20 frames in the renderer's batches of 5
+    keys = psnr.keys_seen[-5:]  # b2: 20 frames, rendered in 5s, metrics in batch_size 4
     h = cell.spec["dataset"]["content_hash"][:16]
-    assert keys == [f"{h}/b2.speaker/{i}:{i + 5}" for i in range(0, 20, 5)]
+    assert keys == [f"{h}/b2.speaker/{i}:{i + 4}" for i in range(0, 20, 4)]
     st = res.clips[1].states["fake-means"]["means"]
     assert st.shape == (20,)
     assert res.clips[0].states["fake-psnr"]["n"] == 13 * 3 * 16 * 16
+
+
+@pytest.mark.parametrize(("sizes", "size"), [([5, 5, 3], 4), ([1] * 7, 3), ([10], 4), ([2, 2], 2), ([3], 8)])
+def test_rechunk_regroups_exactly(sizes: list[int], size: int) -> None:
+    total = sum(sizes)
+    data = torch.arange(total, dtype=torch.float32)
+    batches = list(torch.split(data, sizes))
+    chunks = list(harness.rechunk(iter(batches), size))
+    assert [len(c) for c in chunks] == [size] * (total // size) + ([total % size] if total % size else [])
+    assert torch.equal(torch.cat(chunks), data)
+
+
+def test_runtime_options_inject_device_where_accepted(fakes: Path) -> None:
+    opts, handles = harness.runtime_options("renderer", "fake-rig", {"delay": 0.0}, device="cpu",
+                                            precision="bf16")
+    assert opts == {"delay": 0.0, "device": "cpu", "precision": "bf16"} and handles
+    opts, handles = harness.runtime_options("postproc", "fake-blend", {}, device="cpu", precision="bf16")
+    assert opts == {} and not handles
+    opts, _ = harness.runtime_options("metric", "fake-psnr", {}, device="cpu")
+    assert opts == {}
 
 
 def test_throughput_excludes_warmup(fakes: Path) -> None:

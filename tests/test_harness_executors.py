@@ -22,12 +22,26 @@ def _square(item: WorkItem) -> int:
     return item.shard * item.shard
 
 
-@pytest.mark.parametrize("workers", [1, 3])
-def test_local_executor_maps_in_order(workers: int) -> None:
-    ex = bench.load("executor", "local", workers=workers)
-    assert isinstance(ex, Executor)
+def _visible(item: WorkItem) -> str:
+    import os
+
+    return os.environ.get("CUDA_VISIBLE_DEVICES", "")
+
+
+def test_local_executor_sequential_in_process() -> None:
+    ex = bench.load("executor", "local", workers=1)
+    assert isinstance(ex, Executor) and ex.in_process
+    assert ex.map(_square, [WorkItem("c", s, 6) for s in range(6)]) == [0, 1, 4, 9, 16, 25]
+
+
+@pytest.mark.slow
+def test_local_executor_one_process_per_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,7")
+    ex = bench.load("executor", "local", workers=2)
+    assert not ex.in_process
     items = [WorkItem("c", s, 6) for s in range(6)]
     assert ex.map(_square, items) == [0, 1, 4, 9, 16, 25]
+    assert set(ex.map(_visible, items)) <= {"4", "7"}
 
 
 def _reference(fakes: Path, tmp_path: Path) -> tuple[harness.Plan, list[tuple]]:

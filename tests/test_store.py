@@ -75,6 +75,37 @@ def test_resume_skips_finished_and_force_reruns(fakes: Path, tmp_path: Path) -> 
     assert set(tables["runs"]["status"]) == {"finished"}
 
 
+def test_concurrent_runs_share_one_store(fakes: Path, tmp_path: Path) -> None:
+    import threading
+
+    db = tmp_path / "r.db"
+    # threads stand in for processes; drivers that draw from the (process-global) RNG
+    # are left out, everything else is shared: the store file, datasets, registry
+    plans = [harness.plan(**plan_args(fakes, drivers=[d], postprocs=[pp], metrics=["fake-psnr"]))
+             for d, pp in (("gt", "none"), ("static", "none"), ("static", "fake-blend"))]
+    errors: list[BaseException] = []
+
+    def go(p: harness.Plan) -> None:
+        try:
+            harness.run_plan(p, db, n_resamples=10)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go, args=(p,)) for p in plans]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    tables = bench.results(str(db))
+    assert len(tables["cells"]) == 3 and (tables["cells"]["status"] == "finished").all()
+    assert len(tables["runs"]) == 3 and len(tables["clips"]) == 3 * len(CLIPS)
+    for i, p in enumerate(plans):  # each equal to the cell run alone
+        alone = harness.run_plan(p, tmp_path / f"alone{i}.db", n_resamples=10)[0].summary
+        with Store(db) as st:
+            assert st.summary(p.cells[0].id)["metrics"] == alone["metrics"]
+
+
 def test_half_done_cell_is_invisible_and_completes(fakes: Path, tmp_path: Path) -> None:
     p = harness.plan(**plan_args(fakes))
     cell = p.cells[0]
