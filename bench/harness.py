@@ -105,20 +105,45 @@ def chain_label(chain: Sequence[str]) -> str:
     return "+".join(chain) if chain else "none"
 
 
-_HASH_CACHE: dict[tuple[str, int, int], str] = {}
+_HASH_CACHE: dict[str, str] = {}
+
+
+def _hash_memo_path() -> Path:
+    from .paths import cache_dir
+
+    return cache_dir("harness") / "weights-sha256.json"
 
 
 def weights_hash(path: str | Path) -> str:
-    """SHA-256 of a weights file, memoised per (path, size, mtime) for this process."""
+    """SHA-256 of a weights file (or of every file in a folder, by relative path).
+
+    Memoised per (path, size, mtime) in this process and in ``$BENCH_HOME/cache``,
+    so planning a finished grid again does not re-read large checkpoints.
+    """
     from .paths import file_sha256
 
     p = Path(path).expanduser().resolve()
+    if p.is_dir():
+        digest = hashlib.sha256()
+        for f in sorted(q for q in p.rglob("*") if q.is_file()):
+            digest.update(f"{f.relative_to(p)}:{weights_hash(f)}\n".encode())
+        return digest.hexdigest()
     if not p.is_file():
-        raise InputError(p, "weights file not found", fix="check the --renderer-weights path")
+        raise InputError(p, "weights file not found", fix="check the weights path you passed")
     st = p.stat()
-    key = (str(p), st.st_size, st.st_mtime_ns)
+    key = f"{p}|{st.st_size}|{st.st_mtime_ns}"
     if key not in _HASH_CACHE:
-        _HASH_CACHE[key] = file_sha256(p)
+        memo_path = _hash_memo_path()
+        try:
+            memo = json.loads(memo_path.read_text())
+        except (OSError, ValueError):
+            memo = {}
+        if key not in memo:
+            memo[key] = file_sha256(p)
+            tmp = memo_path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(memo))
+            tmp.replace(memo_path)
+        _HASH_CACHE[key] = memo[key]
     return _HASH_CACHE[key]
 
 
@@ -160,13 +185,20 @@ class ComponentChoice:
             from .registry import resolve_target
 
             factory_version = str(getattr(resolve_target(entry.spec.target), "version", "") or "")
-        return {
+        options = {**entry.spec.defaults, **self.options}
+        out = {
             "name": self.name,
             "version": entry.spec.version,
             "impl_version": factory_version,
-            "options": _options_for_spec({**entry.spec.defaults, **self.options}),
+            "options": _options_for_spec(options),
             "plugin": entry.plugin,
         }
+        if not _weights_of(options) and entry.spec.weights:
+            # default weights (no path given): hash what the component will load
+            status = entry.weights_status()
+            if status is not None and status.present and Path(status.where).exists():
+                out["weights_sha256"] = weights_hash(status.where)
+        return out
 
     def build(self) -> Any:
         import bench
@@ -1321,4 +1353,3 @@ __all__ = [
     "run_work_item",
 ]
 
-_ = os  # os is kept for executors that read CUDA_VISIBLE_DEVICES through this module

@@ -82,6 +82,17 @@ def test_cell_id_changes_with_every_field(fakes: Path, tmp_path: Path) -> None:
     assert _ids(fakes)[0] != ids["base"]
 
 
+def test_default_weights_content_is_in_the_id(fakes: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    w = tmp_path / "default.pt"
+    w.write_bytes(b"first")
+    monkeypatch.setenv("FAKE_RIG_WEIGHTS", str(w))
+    cell = harness.plan(**plan_args(fakes, renderers=["fake-rig-w"])).cells[0]
+    assert cell.spec["renderer"]["weights_sha256"] == hashlib.sha256(b"first").hexdigest()
+    w.write_bytes(b"second!")
+    assert _ids(fakes, renderers=["fake-rig-w"]) != [cell.id]
+
+
 def test_component_version_changes_id(fakes: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import dataclasses
 
