@@ -86,7 +86,7 @@ def check_pair(
         gh, gw = gt_frames.shape[-2:]
         raise InputError(
             None,
-            f"{metric}: generated frames are {h}x{w} (HxW) but ground-truth frames are {gh}x{gw}",
+            f"{metric}: generated frames are {h}x{w} but ground-truth frames are {gh}x{gw} (HxW)",
             fix="render at the ground truth's resolution (or resize one side before the metric)",
         )
     return frames, gt_frames
