@@ -95,7 +95,7 @@ def _resampled_states(
             elif reduce == "sum":
                 total = torch.zeros_like(clip_states[0][key], dtype=torch.float64)
                 for clip in np.flatnonzero(counts[r]):
-                    total.add_(clip_states[clip][key].to(torch.float64), alpha=float(counts[r, clip]))
+                    total.add_(clip_states[int(clip)][key].to(torch.float64), alpha=float(counts[r, clip]))
                 merged[key] = total.to(dtype)
             else:  # "cat": concatenate the drawn clips, repeats included, in draw order
                 merged[key] = metric.merge([clip_states[i] for i in indices[r]])[key]

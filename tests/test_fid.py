@@ -9,9 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-import bench
-from bench.errors import InputError, MissingDependencyError
 from bench_plugins.metrics import inception
 from bench_plugins.metrics.fid import (
     FID,
@@ -21,6 +18,9 @@ from bench_plugins.metrics.fid import (
     pack_symmetric,
     unpack_symmetric,
 )
+
+import bench
+from bench.errors import InputError, MissingDependencyError
 
 fid_score = pytest.importorskip("pytorch_fid.fid_score")
 
@@ -273,7 +273,7 @@ def test_gt_features_cached_by_key_and_content(fid: FID, bench_home: Path) -> No
         g = torch.Generator().manual_seed(int(frames.sum() * 1000) % 2**31)
         return torch.rand(frames.shape[0], 2048, generator=g)
 
-    fid.features = fake_features  # type: ignore[method-assign]
+    fid.features = fake_features
     gen, gt = _frames(3, 32, seed=10), _frames(3, 32, seed=11)
     fid.update(frames=gen, gt_frames=gt, gt_key="ds/clip.talking/0:3")
     first = fid.state()

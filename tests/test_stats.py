@@ -7,11 +7,11 @@ from collections.abc import Mapping
 import numpy as np
 import pytest
 import torch
+from bench_plugins.metrics.psnr import PSNR
 
 from bench.errors import InputError
 from bench.metric import Metric
 from bench.stats import PairedResult, bootstrap_ci, paired_comparison
-from bench_plugins.metrics.psnr import PSNR
 
 
 def _psnr_states(values_per_clip: list[np.ndarray]) -> list[dict[str, torch.Tensor]]:
