@@ -308,6 +308,7 @@ def train(
     progress: bool = True,
     dtype: torch.dtype | None = None,
     log: Callable[[str], None] | None = None,
+    threads: int | None = 1,
 ) -> TrainResult:
     """Train one driver; write ``best.pt`` + snapshots to the store; return where they are.
 
@@ -317,7 +318,29 @@ def train(
         store: where checkpoints go (default ``$BENCH_HOME/checkpoints``).
         progress: show a rich progress bar with the running loss.
         dtype: cast float tensors when saving (fp16 for shipped checkpoints).
+        threads: torch intra-op threads while training (restored afterwards). One
+            thread is the default: these small recurrent models gain little from more,
+            a busy machine makes more threads far slower, and bit-identical results
+            across machines need the same count. None keeps the current setting.
     """
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _train(dataset, config, store=store, progress=progress, dtype=dtype, log=log)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train(
+    dataset: Dataset,
+    config: TrainConfig,
+    *,
+    store: CheckpointStore | None,
+    progress: bool,
+    dtype: torch.dtype | None,
+    log: Callable[[str], None] | None,
+) -> TrainResult:
     cfg = config.resolved()
     store = store or CheckpointStore()
     key = run_key(dataset, cfg)
@@ -374,7 +397,7 @@ def train(
         "norm": norm_to_json(stats),
         "train": asdict(cfg),
         "dataset": {"name": dataset.name, "content_hash": dataset.content_hash(), "val_split": val_name},
-        "run": {"key": asdict(key), "seconds": round(seconds, 2), "history": history},
+        "run": {"key": asdict(key), "seconds": round(seconds, 2), "threads": torch.get_num_threads(), "history": history},
         "versions": versions(),
     }
     paths = []
@@ -397,6 +420,7 @@ def train_many(
     store: CheckpointStore | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    threads: int | None = 1,
 ) -> list[tuple[int, Path, float]]:
     """Train ``config`` for each seed, skipping finished runs; (seed, best path, val loss) per seed."""
     import json
@@ -410,7 +434,7 @@ def train_many(
             if log is not None:
                 log(f"seed {seed}: finished earlier, reusing {store.best(key)}")
         else:
-            train(dataset, cfg, store=store, progress=progress, log=log)
+            train(dataset, cfg, store=store, progress=progress, log=log, threads=threads)
         meta = json.loads(store.best(key).with_suffix(".json").read_text())
         out.append((seed, store.best(key), float(meta["metrics"]["val_loss"])))
     return out
