@@ -46,6 +46,7 @@ def train_command(
         typer.Option(help="Also copy the result (fp16) into this folder and record it in its manifest.json."),
     ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")] = True,
+    threads: Annotated[int, typer.Option(help="Torch threads while training (1: fast for these models, reproducible).")] = 1,
 ) -> None:
     """Train a driver on a dataset; checkpoints go to $BENCH_HOME/checkpoints."""
     import bench
@@ -75,7 +76,7 @@ def train_command(
         snapshots=max(3, keep) if is_self else 3,
         attitude=attitude,
     )
-    runs = train_many(data, cfg, range(seed, seed + n_seeds), store=store, progress=progress, log=typer.echo)
+    runs = train_many(data, cfg, range(seed, seed + n_seeds), store=store, progress=progress, log=typer.echo, threads=threads)
     if is_self:
         from bench.train import run_key
 

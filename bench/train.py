@@ -169,12 +169,11 @@ def load_clips(dataset: Dataset, split: str, task: str, stats: NormStats) -> lis
                 f"clip {sample.uuid}: {audio.shape[-1]}-dim audio features, but the dataset's "
                 f"statistics are {stats.audio_mean.numel()}-dim",
             )
-        norm_c = lambda x: (x[:steps].float() - stats.coeff_mean) / stats.coeff_std  # noqa: E731
         clips.append(
             Clip(
                 audio=(audio[:steps] - stats.audio_mean) / stats.audio_std,
-                coeffs=norm_c(coeffs),
-                speaker=None if speaker is None else norm_c(speaker),
+                coeffs=(coeffs[:steps].float() - stats.coeff_mean) / stats.coeff_std,
+                speaker=None if speaker is None else (speaker[:steps].float() - stats.coeff_mean) / stats.coeff_std,
                 attitude=ATTITUDES.index(sample.attitude) if sample.attitude in ATTITUDES else len(ATTITUDES),
             )
         )
@@ -205,7 +204,7 @@ def batches(
     by_len: dict[int, list[tuple[int, int, int]]] = {}
     for w in wins:
         by_len.setdefault(w[2], []).append(w)
-    out = []
+    out: list[list[tuple[int, int, int]]] = []
     for length in sorted(by_len):
         group = by_len[length]
         order = torch.randperm(len(group), generator=gen).tolist()
@@ -347,12 +346,11 @@ def _train(
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    stats = dataset.norm_stats()
+    from bench_plugins.drivers.neural import build_model, norm_to_json, usable_stats
+
+    stats = usable_stats(dataset.norm_stats())
     train_clips, val_clips, val_name = _split_clips(dataset, cfg, stats)
     audio_dim = int(train_clips[0].audio.shape[-1])
-
-    from bench_plugins.drivers.neural import build_model, norm_to_json
-
     model = build_model(cfg.arch, audio_dim, **cfg.model_options())
     loss_fn = LOSSES[cfg.recipe]
     assert cfg.lr is not None and cfg.batch_size is not None
@@ -457,7 +455,13 @@ class _Bar:
 
     def __enter__(self) -> _Bar:
         if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"),
@@ -481,3 +485,32 @@ class _Bar:
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
             self._progress.__exit__(*exc)
+
+
+def driver_coeff_l1(driver: Any, dataset: Dataset, split: str, task: str = "talking") -> float:
+    """Mean |pred - gt| of denormalised coefficients over frames 1..T-1 of every clip, pooled.
+
+    Frame 0 is excluded: every driver is given it. One clip per call (no padding).
+    """
+    from .contracts import DriverBatch
+
+    total, frames = 0.0, 0
+    for sample in dataset.samples(split, task):  # type: ignore[arg-type]
+        gt = sample.gt_coeffs()
+        if gt is None:
+            continue
+        audio = sample.audio_features().float()
+        speaker = sample.speaker_coeffs() if task == "listening" else None
+        steps = min(len(audio), len(gt), len(speaker) if speaker is not None else len(gt))
+        batch = DriverBatch(
+            audio=audio[None, :steps],
+            init=gt[None, 0].float(),
+            speaker=None if speaker is None else speaker[None, :steps].float(),
+            attitude=[sample.attitude],
+            gt=gt[None, :steps].float(),
+            uuids=[sample.uuid],
+        )
+        pred = driver.predict(batch)[0]
+        total += float((pred[1:steps] - gt[1:steps].float()).abs().sum()) / pred.shape[-1]
+        frames += steps - 1
+    return total / max(frames, 1)

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from bench_plugins.drivers.models import RegularisedLSTM, VicoListener, VicoSpeaker
+from bench_plugins.drivers.neural import EnsembleDriver, NeuralDriver, norm_to_json
 
 from bench.checkpoints import load_checkpoint, save_checkpoint, strip_prefix
 from bench.contracts import DriverBatch, NormStats
 from bench.errors import ConfigError, InputError
-from bench_plugins.drivers.models import RegularisedLSTM, VicoListener, VicoSpeaker
-from bench_plugins.drivers.neural import EnsembleDriver, NeuralDriver, norm_to_json
 
 LAYOUTS = {
     "lstm": ("megvii_speaker", RegularisedLSTM),
@@ -251,7 +251,7 @@ def test_ablation_layouts() -> None:
     full = set(build_model("lstm").state_dict())
     assert {k for k in full if ".bn." in k} == full - set(build_model("lstm-nobn").state_dict())
     assert set(build_model("lstm-nores").state_dict()) == full
-    assert build_model("lstm-nodrop").audio_to_face.lstm_layers.dropout == 0.0  # type: ignore[union-attr]
+    assert build_model("lstm-nodrop").audio_to_face.lstm_layers.dropout == 0.0
     # No residual: a zero network outputs zero instead of the first frame.
     m = build_model("lstm-nores").eval()
     for p in m.parameters():
@@ -271,7 +271,7 @@ def test_listener_attitude_option(golden: Path) -> None:
     with torch.no_grad():
         # zero-initialised embedding: identical to the official model until trained
         torch.testing.assert_close(with_att(audio, init, speaker, att), plain(audio, init, speaker))
-        with_att.fusion.attitude_embedding.weight[2] += 0.5  # type: ignore[union-attr]
+        with_att.fusion.attitude_embedding.weight[2] += 0.5
         a, b = with_att(audio, init, speaker, att), plain(audio, init, speaker)
     torch.testing.assert_close(a[0], b[0])
     assert not torch.allclose(a[1], b[1])

@@ -82,7 +82,7 @@ class FakeDataset:
                     rows.append(
                         FakeSample(
                             uuid=f"{split}{i:02d}",
-                            task=task,  # type: ignore[arg-type]
+                            task=task,
                             role="speaker" if task == "talking" else "listener",
                             n_frames=steps,
                             fps=30.0,

@@ -62,10 +62,10 @@ def test_windows_cover_every_frame() -> None:
     clips = load_clips(data, "train", "talking", data.norm_stats())
     wins = windows(clips, clip_len=16, stride=10)
     for i, clip in enumerate(clips):
-        covered = set()
+        covered: set[int] = set()
         for j, s, n in wins:
             if j == i:
-                assert n == 16 and 0 <= s and s + n <= len(clip.coeffs)
+                assert n == 16 and s >= 0 and s + n <= len(clip.coeffs)
                 covered.update(range(s, s + n))
         assert covered == set(range(len(clip.coeffs)))
 
@@ -141,7 +141,7 @@ def test_ensemble_training_resumes_and_selects_by_validation(
     monkeypatch.setattr(T, "train", no_training)
     again = T.train_many(tiny_data, cfg, [0, 1], store=store, progress=False)
     assert again == first
-    best = T.select_best(first + [(7, Path("x"), -1.0)], 2)
+    best = T.select_best([*first, (7, Path("x"), -1.0)], 2)
     assert best[0][0] == 7 and best[1] == min(first, key=lambda r: r[2])
 
 
@@ -161,7 +161,7 @@ def test_cli_trains_an_ensemble_and_exports_it(
     entry = manifest["drivers"]["lstm-ens5"]
     assert len(entry["files"]) == 2 and "--seeds 2" in entry["command"]
     assert all((export / f).is_file() and (export / f).with_suffix(".json").is_file() for f in entry["files"])
-    state, meta = load_checkpoint(export / entry["files"][0])
+    _state, meta = load_checkpoint(export / entry["files"][0])
     assert meta["stored_dtype"] == "float16"
     listing = next((bench_home / "checkpoints" / "lstm-ens5" / "fake").rglob("selection.json"))
     ens = real_load("driver", f"lstm-ens5:{listing}")

@@ -50,7 +50,7 @@ class _RegularisedAudioToFace(nn.Module):
             n, t, c = x.shape
             x = self.bn(x.reshape(n * t, c)).reshape(n, t, c)
         out, _ = self.lstm_layers(x)
-        return out  # type: ignore[no-any-return]
+        return out
 
 
 class RegularisedLSTM(nn.Module):
@@ -96,7 +96,7 @@ class RegularisedLSTM(nn.Module):
         out = self.dynam_3dmm_fc(self.audio_to_face(audio, init))
         if self.residual:
             out = out + init[:, None, :]
-        return out  # type: ignore[no-any-return]
+        return out
 
 
 class _VicoAudioToFace(nn.Module):
@@ -110,7 +110,7 @@ class _VicoAudioToFace(nn.Module):
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         out, _ = self.lstm_layers(self.fusion(self.layernorm(audio)))
-        return out  # type: ignore[no-any-return]
+        return out
 
 
 class VicoSpeaker(nn.Module):
@@ -143,7 +143,7 @@ class VicoSpeaker(nn.Module):
         attitude: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(B,T,F) normalised audio -> (B,T,73) normalised; step ``t`` predicts frame ``t+1``."""
-        return self.dynam_3dmm_fc(self.audio_to_face(audio))  # type: ignore[no-any-return]
+        return self.dynam_3dmm_fc(self.audio_to_face(audio))
 
 
 class _StepwiseFusion(nn.Module):
@@ -184,7 +184,7 @@ class _StepwiseFusion(nn.Module):
         h0c0 = state.view(-1, 2, self.layers, self.hidden).permute(1, 2, 0, 3).contiguous()
         x = self.fusion(self.layernorm_driven(driven))
         out, _ = self.lstm_layers(x, (h0c0[0], h0c0[1]))
-        return out  # type: ignore[no-any-return]
+        return out
 
 
 class VicoListener(nn.Module):
@@ -230,7 +230,7 @@ class VicoListener(nn.Module):
         if speaker is None:
             raise ValueError("the listener needs the speaker's coefficients")
         driven = torch.cat([audio, speaker], dim=-1)
-        return self.dynam_3dmm_fc(self.fusion(driven, init, attitude))  # type: ignore[no-any-return]
+        return self.dynam_3dmm_fc(self.fusion(driven, init, attitude))
 
 
 def attitude_index(attitudes: list[str | None] | tuple[str | None, ...], batch: int) -> torch.Tensor:

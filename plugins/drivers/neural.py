@@ -59,6 +59,17 @@ def norm_from_json(data: Mapping[str, Sequence[float]]) -> NormStats:
     return NormStats(**{k: torch.tensor(data[k], dtype=torch.float32) for k in NormStats.__dataclass_fields__})
 
 
+def usable_stats(stats: NormStats) -> NormStats:
+    """Replace zero standard deviations by 1.
+
+    Constant feature dimensions (the single-frame MFCC deltas of the official
+    features are exactly 0 on synthetic audio) would otherwise divide by zero; a
+    constant dimension carries no information, so any scale serves.
+    """
+    fix = lambda std: torch.where(std > 0, std, torch.ones_like(std))  # noqa: E731
+    return NormStats(stats.coeff_mean, fix(stats.coeff_std), stats.audio_mean, fix(stats.audio_std))
+
+
 def read_official_stats(folder: str | Path) -> NormStats:
     """Stats from the official ``video_feats_mean_std.bin`` + ``audio_feats_mean_std.bin``."""
     folder = Path(folder)
@@ -122,7 +133,7 @@ class NeuralDriver:
         load_strict(self.model, state, source=path)
         self.model.eval().to(self.device)
         self.audio_dim = audio_dim
-        self.norm = self._resolve_stats(stats, meta, path)
+        self.norm = usable_stats(self._resolve_stats(stats, meta, path))
         if self.norm.audio_mean.numel() != audio_dim:
             raise InputError(
                 path,
