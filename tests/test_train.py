@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +19,15 @@ from bench.errors import ConfigError
 from bench.train import TrainConfig, baseline_loss, paper_loss, run_key, train, train_many, windows
 
 TINY = TrainConfig(arch="lstm", epochs=2, batch_size=4, clip_len=16, stride=8, seed=0)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """These small models run fastest (and reproducibly) on one thread, above all on a busy CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
