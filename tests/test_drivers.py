@@ -350,3 +350,28 @@ def test_checkpoint_roundtrip_fp16_and_prefix(tmp_path: Path) -> None:
     assert state["a.weight"].dtype == torch.float32 and meta["k"] == 1 and meta["stored_dtype"] == "float16"
     torch.testing.assert_close(state["a.weight"], sd["a.weight"].half().float())
     assert strip_prefix({"module.a": 1, "b": 2, "x.module.c": 3}) == {"a": 1, "b": 2, "x.module.c": 3}
+
+
+SHIPPED = ["lstm", "lstm-nobn", "lstm-nores", "lstm-nodrop", "lstm-self3", "lstm-ens5", "vico-listener", "listener-ens3"]
+
+
+def test_shipped_checkpoints_load_by_default() -> None:
+    """`bench run --driver lstm-ens5` on a fresh machine: the package data is enough."""
+    import bench
+    from bench_plugins.drivers.shipped import shipped_manifest
+
+    manifest = shipped_manifest()
+    if not manifest:
+        pytest.skip("no shipped checkpoints in this checkout")
+    assert set(SHIPPED) <= set(manifest["drivers"])
+    ens = bench.load("driver", "lstm-ens5")
+    assert len(ens.members) == 5 and all(m.audio_dim == 45 for m in ens.members)
+    assert len(bench.load("driver", "lstm-self3").members) == 3
+    listener = bench.load("driver", "vico-listener")
+    out = listener.predict(DriverBatch(audio=torch.randn(1, 8, 45), init=torch.randn(1, 73), speaker=torch.randn(1, 8, 73)))
+    assert out.shape == (1, 8, 73) and torch.isfinite(out).all()
+    for name in SHIPPED:
+        entry = next(e for e in bench.available("driver") if e.name == name)
+        status = entry.weights_status()
+        assert status is not None and status.present, name
+        assert manifest["drivers"][name]["command"].startswith(f"bench train --driver {name} --dataset vico-mini")
