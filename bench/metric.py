@@ -32,6 +32,8 @@ INPUTS: dict[str, str] = {
     "gt_coeffs": "(T,73) ground-truth coefficients of the clip, driver order",
     "reference": "(3,H,W) the clip's reference image in [0,1]",
     "audio": "(T,F) audio features of the clip",
+    "gt_key": "str: content key of this gt_frames batch (video hash + frame range), so a "
+    "metric can cache ground-truth-side work (features, landmarks) across cells",
 }
 
 
@@ -54,6 +56,7 @@ class Metric:
     frame_level: ClassVar[bool] = True
     version: ClassVar[str] = "1"
     tasks: ClassVar[tuple[str, ...]] = ("talking", "listening")
+    extra_directions: ClassVar[dict[str, bool | None]] = {}
 
     def __init__(self) -> None:
         self._defaults: dict[str, tuple[torch.Tensor, Reduce]] = {}
@@ -99,6 +102,12 @@ class Metric:
             else:
                 merged[key] = torch.cat([p.reshape(-1, *default.shape[1:]) for p in parts], dim=0)
         return merged
+
+    def directions(self) -> dict[str, bool | None]:
+        """Direction of each output key: the metric's own name is ranked and gated;
+        other keys (``lmd_no_face_frames``, ``csim_paired``...) are diagnostics (None)
+        unless a subclass declares them in ``extra_directions``."""
+        return {self.name: self.higher_is_better, **self.extra_directions}
 
     def compute(self) -> dict[str, float]:
         return self.compute_state(self._state)

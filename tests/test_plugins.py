@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -152,3 +153,15 @@ def test_cli_error_exit_code_and_message(toy_site: Path) -> None:
     bad = _bench(["-p", "no-such-plugin-xyz", "list"], toy_site)
     assert bad.returncode == 2
     assert "no-such-plugin-xyz" in bad.stderr
+
+
+def test_metric_directions_rank_only_the_main_key() -> None:
+    from bench.metric import Metric
+
+    class Counted(Metric):
+        name = "counted"
+        higher_is_better = False
+        extra_directions: ClassVar[dict[str, bool | None]] = {"counted_paired": True}
+
+    assert Counted().directions() == {"counted": False, "counted_paired": True}
+    assert bench.load("metric", "lmd").directions() == {"lmd": False}
