@@ -1318,7 +1318,7 @@ def run_plan(
                 if items:
                     executor.map(run_work_item, items)
                 summary = st.finish_cell(cell.id, n_shards, metrics=plan_.metric_instances,
-                                         n_resamples=n_resamples, seed=cell.spec["seed"])
+                                         n_resamples=n_resamples, seed=cell.spec["seed"], run_id=run_id)
                 outcomes.append(CellOutcome(cell, "finished", summary))
                 emit("cell_done", cell=cell.id, label=cell.label)
             status = "finished"

@@ -271,7 +271,8 @@ class Store:
         return [(int(i), u, (_loads_states(s) if e is None else None), e) for i, u, s, e in rows]
 
     def finish_cell(self, cid: str, n_shards: int, *, metrics: Mapping[str, Any],
-                    n_resamples: int | None = None, seed: int = 0) -> dict[str, Any]:
+                    n_resamples: int | None = None, seed: int = 0,
+                    run_id: int | None = None) -> dict[str, Any]:
         """Merge the shards of a cell into its summary and mark it finished (one transaction).
 
         Clip states are merged in clip order whatever the sharding, so a cell run in
@@ -331,8 +332,8 @@ class Store:
                 c.execute("INSERT INTO throughput VALUES (?,?,?,?,?)", (cid, stage, secs, frames, fps))
             c.execute(
                 "UPDATE cells SET status='finished', n_shards=?, finished_at=?, peak_host_bytes=?, "
-                "peak_device_bytes=? WHERE id=?",
-                (n_shards, time.time(), peak_host, max(dev_peaks) if dev_peaks else None, cid),
+                "peak_device_bytes=?, run_id=? WHERE id=?",
+                (n_shards, time.time(), peak_host, max(dev_peaks) if dev_peaks else None, run_id, cid),
             )
         return self.summary(cid)
 

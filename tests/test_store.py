@@ -73,6 +73,8 @@ def test_resume_skips_finished_and_force_reruns(fakes: Path, tmp_path: Path) -> 
     assert len(tables["cells"]) == 2 and len(tables["clips"]) == 2 * len(CLIPS)
     assert (tables["cells"]["status"] == "finished").all()
     assert set(tables["runs"]["status"]) == {"finished"}
+    with Store(db) as st:  # each cell points at the run that finished it (the forced rerun)
+        assert {r[0] for r in st.conn.execute("SELECT run_id FROM cells")} == {int(tables["runs"]["id"].max())}
 
 
 def test_concurrent_runs_share_one_store(fakes: Path, tmp_path: Path) -> None:
