@@ -34,7 +34,7 @@ import random
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -895,10 +895,14 @@ def _select(samples: Sequence[Sample], limit: int | None, shard: int, n_shards: 
 
 
 def run_shard(payload: Mapping[str, Any], shard: int = 0, n_shards: int = 1,
-              options: RunOptions | None = None, on_event: EventCallback | None = None) -> ShardResult:
+              options: RunOptions | None = None, on_event: EventCallback | None = None,
+              *, skip: Collection[int] = (), on_clip: Callable[[ClipResult], None] | None = None,
+              ) -> ShardResult:
     """Run the clips of one shard of a cell; returns per-clip states and timings.
 
-    Models are built once here, then every clip streams through them.
+    Models are built once here, then every clip streams through them. ``skip``
+    holds clip indices already done (a resumed shard); ``on_clip`` receives each
+    clip's result as soon as it is complete (the store saves it then).
     """
     import torch
 
@@ -916,7 +920,7 @@ def run_shard(payload: Mapping[str, Any], shard: int = 0, n_shards: int = 1,
     if ds.content_hash() != spec["dataset"]["content_hash"]:
         raise ConfigError(f"dataset {payload['dataset_ref']!r} changed since the cell was planned")
     samples = ds.samples(spec["split"], task)
-    todo = _select(samples, spec["limit"], shard, n_shards)
+    todo = [(i, smp) for i, smp in _select(samples, spec["limit"], shard, n_shards) if i not in set(skip)]
 
     precision = spec["precision"]
     handles: dict[str, bool] = {}
@@ -994,6 +998,8 @@ def run_shard(payload: Mapping[str, Any], shard: int = 0, n_shards: int = 1,
             clip.wall = time.perf_counter() - t0
             clip.seconds = dict(timer.seconds)
             results.append(clip)
+            if on_clip is not None:
+                on_clip(clip)
             if k >= warm_clips and clip.error is None:
                 for s, v in timer.seconds.items():
                     total.seconds[s] += v
@@ -1227,8 +1233,12 @@ def run_work_item(item: WorkItem) -> dict[str, Any]:
     options = RunOptions(**payload.get("options", {}))
     store = Store(payload["store"])
     try:
+        # Clips are saved one by one as they finish (invisible until the cell is
+        # finished), so a killed shard resumes at its first missing clip.
+        done = store.done_clips(item.cell_id, item.n_shards, item.shard)
         res = run_shard(payload["cell"], item.shard, item.n_shards, options,
-                        on_event=payload.get("on_event"))
+                        on_event=payload.get("on_event"), skip=done,
+                        on_clip=lambda clip: store.write_clip(item.cell_id, item.n_shards, item.shard, clip))
         store.write_shard(res, run_id=payload.get("run_id"))
     finally:
         store.close()
@@ -1308,7 +1318,7 @@ def run_plan(
                 if items:
                     executor.map(run_work_item, items)
                 summary = st.finish_cell(cell.id, n_shards, metrics=plan_.metric_instances,
-                                         n_resamples=n_resamples, seed=cell.spec["seed"])
+                                         n_resamples=n_resamples, seed=cell.spec["seed"], run_id=run_id)
                 outcomes.append(CellOutcome(cell, "finished", summary))
                 emit("cell_done", cell=cell.id, label=cell.label)
             status = "finished"

@@ -223,21 +223,36 @@ class Store:
         rows = self.conn.execute("SELECT shard FROM shards WHERE cell_id=? AND n_shards=?", (cid, n_shards))
         return {int(r[0]) for r in rows}
 
+    def done_clips(self, cid: str, n_shards: int, shard: int) -> set[int]:
+        """Indices of clips of a shard already saved (by an interrupted earlier run)."""
+        rows = self.conn.execute("SELECT idx FROM clips WHERE cell_id=? AND n_shards=? AND shard=?",
+                                 (cid, n_shards, shard))
+        return {int(r[0]) for r in rows}
+
+    def write_clip(self, cid: str, n_shards: int, shard: int, clip: Any) -> None:
+        """One clip's row (its own transaction). Not visible in results until the cell finishes."""
+        with self.transaction() as c:
+            self._insert_clip(c, (cid, n_shards, shard), clip)
+
+    @staticmethod
+    def _insert_clip(c: sqlite3.Connection, key: tuple[str, int, int], clip: Any) -> None:
+        c.execute(
+            "INSERT OR REPLACE INTO clips (cell_id, n_shards, shard, idx, uuid, n_frames, metric_values, "
+            "states, error, wall_s, stage_seconds) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (*key, clip.index, clip.uuid, clip.n_frames,
+             json.dumps({k: _nan_to_none(v) for k, v in clip.values.items()}),
+             _dumps_states(clip.states) if clip.error is None else None,
+             clip.error, clip.wall, json.dumps(clip.seconds)),
+        )
+
     def write_shard(self, res: ShardResult, run_id: int | None = None) -> None:
-        """All clip rows of one shard and its completion mark, in one transaction."""
+        """The clip rows of one shard (those not saved yet) and its completion mark,
+        in one transaction."""
         key = (res.cell_id, res.n_shards, res.shard)
         with self.transaction() as c:
-            c.execute("DELETE FROM clips WHERE cell_id=? AND n_shards=? AND shard=?", key)
             c.execute("DELETE FROM shards WHERE cell_id=? AND n_shards=? AND shard=?", key)
             for clip in res.clips:
-                c.execute(
-                    "INSERT INTO clips (cell_id, n_shards, shard, idx, uuid, n_frames, metric_values, "
-                    "states, error, wall_s, stage_seconds) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (*key, clip.index, clip.uuid, clip.n_frames,
-                     json.dumps({k: _nan_to_none(v) for k, v in clip.values.items()}),
-                     _dumps_states(clip.states) if clip.error is None else None,
-                     clip.error, clip.wall, json.dumps(clip.seconds)),
-                )
+                self._insert_clip(c, key, clip)
             c.execute(
                 "INSERT INTO shards (cell_id, n_shards, shard, run_id, finished_at, device, frames, "
                 "wall_s, io_busy_s, warmup_clips, stage_seconds, peak_host_bytes, peak_device_bytes, "
@@ -256,7 +271,8 @@ class Store:
         return [(int(i), u, (_loads_states(s) if e is None else None), e) for i, u, s, e in rows]
 
     def finish_cell(self, cid: str, n_shards: int, *, metrics: Mapping[str, Any],
-                    n_resamples: int | None = None, seed: int = 0) -> dict[str, Any]:
+                    n_resamples: int | None = None, seed: int = 0,
+                    run_id: int | None = None) -> dict[str, Any]:
         """Merge the shards of a cell into its summary and mark it finished (one transaction).
 
         Clip states are merged in clip order whatever the sharding, so a cell run in
@@ -316,8 +332,8 @@ class Store:
                 c.execute("INSERT INTO throughput VALUES (?,?,?,?,?)", (cid, stage, secs, frames, fps))
             c.execute(
                 "UPDATE cells SET status='finished', n_shards=?, finished_at=?, peak_host_bytes=?, "
-                "peak_device_bytes=? WHERE id=?",
-                (n_shards, time.time(), peak_host, max(dev_peaks) if dev_peaks else None, cid),
+                "peak_device_bytes=?, run_id=? WHERE id=?",
+                (n_shards, time.time(), peak_host, max(dev_peaks) if dev_peaks else None, run_id, cid),
             )
         return self.summary(cid)
 

@@ -285,3 +285,17 @@ def test_peak_memory_independent_of_clip_length(fakes: Path) -> None:
     short, long_ = peak(100), peak(1500)
     whole_clip = 1500 * 3 * 128 * 128 * 4  # ~295 MB if a clip's frames were held
     assert long_ - short < whole_clip / 6, (short, long_)
+
+
+@pytest.mark.benchmark
+def test_benchmark_harness_overhead(fakes: Path, benchmark: Any) -> None:
+    """Frames/s of the harness itself: trivial renderer and metric at 256x256 (the ViCo size),
+    so what is measured is decoding hand-off, rechunking, timing and bookkeeping."""
+    hf.write_dataset(fakes, [{"uuid": f"c{i}", "n_frames": 120, "seed": i, "size": 256} for i in range(3)])
+    harness._DATASETS.clear()
+    cell = harness.plan(**plan_args(fakes, metrics=["fake-psnr"], batch_size=16,
+                                    renderer_options={"fake-rig": {"batch_size": 16}})).cells[0]
+    res = benchmark.pedantic(harness.run_shard, args=(cell.payload(),), rounds=1, iterations=1)
+    benchmark.extra_info["frames_per_s"] = res.frames / res.wall
+    benchmark.extra_info["stage_seconds"] = res.stage_seconds
+    assert res.frames == 240 and not any(c.error for c in res.clips)
