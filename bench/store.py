@@ -116,6 +116,13 @@ def _loads_states(blob: bytes | None) -> dict[str, dict[str, Any]]:
     return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
 
 
+def _directions(metric: Any) -> dict[str, bool | None]:
+    """Direction per output key; keys other than the metric's own are diagnostics (None)."""
+    if hasattr(metric, "directions"):
+        return dict(metric.directions())
+    return {getattr(metric, "name", ""): bool(getattr(metric, "higher_is_better", True))}
+
+
 def _nan_to_none(x: Any) -> Any:
     return None if isinstance(x, float) and (math.isnan(x) or math.isinf(x)) else x
 
@@ -302,11 +309,13 @@ class Store:
                 continue
             values = metric.compute_state(metric.merge(states))
             cis = bootstrap_ci_values(metric, states, n_resamples=n_resamples, seed=seed)
+            directions = _directions(metric)
             for key, value in values.items():
                 low, high = cis.get(key, (None, None))
+                direction = directions.get(key)
                 summary_rows.append((cid, name, key, _nan_to_none(float(value)), _nan_to_none(low),
                                      _nan_to_none(high), len(states), n_failed,
-                                     int(bool(getattr(metric, "higher_is_better", True))),
+                                     None if direction is None else int(direction),
                                      meta.get("backend", str(getattr(metric, "backend", ""))),
                                      meta.get("label", "")))
         stage_tot: dict[str, float] = {}

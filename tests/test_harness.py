@@ -137,11 +137,11 @@ def test_planning_validation(fakes: Path) -> None:
 
 
 def test_default_metrics_skip_unregistered(fakes: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(harness.CHALLENGE_METRICS, "talking", ("psnr", "fake-psnr", "fid"))
+    monkeypatch.setitem(harness.CHALLENGE_METRICS, "talking", ("not-registered", "fake-psnr", "nor-this"))
     p = harness.plan(**plan_args(fakes, metrics=None))
     assert [m["name"] for m in p.cells[0].spec["metrics"]] == ["fake-psnr"]
-    assert any(s.startswith("psnr") for s in p.skipped_metrics)
-    monkeypatch.setitem(harness.CHALLENGE_METRICS, "talking", ("psnr",))
+    assert any(s.startswith("not-registered") for s in p.skipped_metrics)
+    monkeypatch.setitem(harness.CHALLENGE_METRICS, "talking", ("not-registered",))
     with pytest.raises(ConfigError, match="no metric"):
         harness.plan(**plan_args(fakes, metrics=None))
 
