@@ -38,7 +38,7 @@ Contribution = Mapping[str, "ComponentSpec | str"] | None
 
 
 @hookspec
-def bench_add_drivers() -> Contribution:  # type: ignore[empty-body]
+def bench_add_drivers() -> Contribution:
     """Contribute drivers: audio (+ speaker motion) -> per-frame 3DMM coefficients.
 
     A driver factory returns an object following :class:`bench.contracts.Driver`:
@@ -48,7 +48,7 @@ def bench_add_drivers() -> Contribution:  # type: ignore[empty-body]
 
 
 @hookspec
-def bench_add_renderers() -> Contribution:  # type: ignore[empty-body]
+def bench_add_renderers() -> Contribution:
     """Contribute renderers: reference image + coefficients -> frames.
 
     A renderer follows :class:`bench.contracts.Renderer`; it streams frames in
@@ -58,7 +58,7 @@ def bench_add_renderers() -> Contribution:  # type: ignore[empty-body]
 
 
 @hookspec
-def bench_add_postprocessors() -> Contribution:  # type: ignore[empty-body]
+def bench_add_postprocessors() -> Contribution:
     """Contribute post-processors: per-clip stateful repairs of generated frames.
 
     A post-processor follows :class:`bench.contracts.PostProcessor`; chains are
@@ -67,7 +67,7 @@ def bench_add_postprocessors() -> Contribution:  # type: ignore[empty-body]
 
 
 @hookspec
-def bench_add_metrics() -> Contribution:  # type: ignore[empty-body]
+def bench_add_metrics() -> Contribution:
     """Contribute metrics: subclasses of :class:`bench.metric.Metric`.
 
     Metrics declare direction, required inputs and mergeable state so the
@@ -76,7 +76,7 @@ def bench_add_metrics() -> Contribution:  # type: ignore[empty-body]
 
 
 @hookspec
-def bench_add_datasets() -> Contribution:  # type: ignore[empty-body]
+def bench_add_datasets() -> Contribution:
     """Contribute datasets: objects following :class:`bench.contracts.Dataset`.
 
     ``bench run --dataset NAME`` looks the name up here; a path instead of a
@@ -85,7 +85,7 @@ def bench_add_datasets() -> Contribution:  # type: ignore[empty-body]
 
 
 @hookspec
-def bench_add_executors() -> Contribution:  # type: ignore[empty-body]
+def bench_add_executors() -> Contribution:
     """Contribute executors: how cells (or shards of cells) are run.
 
     An executor follows :class:`bench.contracts.Executor` (``local``,
@@ -94,7 +94,7 @@ def bench_add_executors() -> Contribution:  # type: ignore[empty-body]
 
 
 @hookspec
-def bench_add_segmenters() -> Contribution:  # type: ignore[empty-body]
+def bench_add_segmenters() -> Contribution:
     """Contribute segmenters for fusion: frames -> background probability masks.
 
     ``segment(frames (B,3,H,W) in [0,1]) -> (B,1,H,W) in [0,1]`` where 1 means
@@ -103,7 +103,7 @@ def bench_add_segmenters() -> Contribution:  # type: ignore[empty-body]
 
 
 @hookspec
-def bench_add_landmarkers() -> Contribution:  # type: ignore[empty-body]
+def bench_add_landmarkers() -> Contribution:
     """Contribute 68-point facial landmark detectors (backends of ``lmd``).
 
     ``detect(frames (B,3,H,W) in [0,1]) -> (B,68,2)`` pixels, NaN where no face.
@@ -111,10 +111,10 @@ def bench_add_landmarkers() -> Contribution:  # type: ignore[empty-body]
 
 
 @hookspec
-def bench_add_coeff_extractors() -> Contribution:  # type: ignore[empty-body]
+def bench_add_coeff_extractors() -> Contribution:
     """Contribute 3DMM coefficient extractors (video -> (T,73)), for ``source=video`` FDs."""
 
 
 @hookspec
-def bench_add_face_embedders() -> Contribution:  # type: ignore[empty-body]
+def bench_add_face_embedders() -> Contribution:
     """Contribute identity embedders (backends of ``csim``): frames -> (B,D) unit vectors."""

@@ -125,7 +125,7 @@ def resolve_target(target: str) -> Callable[..., Any]:
             obj = getattr(obj, part)
         except AttributeError as exc:
             raise PluginError(f"{module_name!r} has no attribute {attr!r} (target {target!r})") from exc
-    return obj  # type: ignore[no-any-return]
+    return obj
 
 
 def split_name(name: str) -> tuple[str, str | None]:

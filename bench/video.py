@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import InputError
 
@@ -38,7 +38,7 @@ class VideoInfo:
     codec: str
 
 
-def _open(path: str | Path):  # type: ignore[no-untyped-def]
+def _open(path: str | Path) -> Any:
     import av
 
     path = Path(path)
@@ -110,7 +110,7 @@ def read_frames(path: str | Path, batch_size: int = 32) -> Iterator[torch.Tensor
         yield _to_tensor(np.stack(pending), torch)
 
 
-def _to_tensor(stack: np.ndarray, torch) -> torch.Tensor:  # type: ignore[no-untyped-def]
+def _to_tensor(stack: np.ndarray, torch: Any) -> torch.Tensor:
     return torch.from_numpy(stack).permute(0, 3, 1, 2).float().div_(255.0)
 
 
@@ -137,8 +137,8 @@ class VideoWriter:
         self.crf = crf
         self.pix_fmt = pix_fmt
         self._tmp = self.path.with_name(f".{self.path.name}.partial.mp4")
-        self._container = None
-        self._stream = None
+        self._container: Any = None
+        self._stream: Any = None
         self.n_frames = 0
 
     def _start(self, height: int, width: int) -> None:
@@ -164,16 +164,16 @@ class VideoWriter:
             if self._stream is None:
                 self._start(image.shape[0], image.shape[1])
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            for packet in self._stream.encode(frame):  # type: ignore[union-attr]
-                self._container.mux(packet)  # type: ignore[union-attr]
+            for packet in self._stream.encode(frame):
+                self._container.mux(packet)
             self.n_frames += 1
 
     def close(self) -> None:
         if self._stream is None:
             raise InputError(self.path, "no frames were written")
         for packet in self._stream.encode():
-            self._container.mux(packet)  # type: ignore[union-attr]
-        self._container.close()  # type: ignore[union-attr]
+            self._container.mux(packet)
+        self._container.close()
         self._tmp.replace(self.path)
         self._stream = None
 
@@ -186,7 +186,7 @@ class VideoWriter:
     def __enter__(self) -> VideoWriter:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
             self.close()
         else:
