@@ -10,7 +10,7 @@ flip averaging, background = 1 - saliency, min-max normalised per image.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -181,7 +181,7 @@ class U2NETP(_U2NetBase):
         super().__init__(_U2NETP_CHANNELS, in_ch, out_ch)
 
 
-ARCHITECTURES: dict[str, type[_U2NetBase]] = {"u2net": U2NET, "u2netp": U2NETP}
+ARCHITECTURES: dict[str, Callable[[], _U2NetBase]] = {"u2net": U2NET, "u2netp": U2NETP}
 
 
 def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str | Path) -> None:

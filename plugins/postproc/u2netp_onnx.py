@@ -116,7 +116,7 @@ def read_onnx(path: Path) -> tuple[list[OnnxNode], dict[str, np.ndarray]]:
             continue
         if number == 1:  # NodeProto
             node = OnnxNode(op_type="", inputs=[])
-            for n, w, v in _fields(value):
+            for n, _w, v in _fields(value):
                 if n == 1 and isinstance(v, bytes):
                     node.inputs.append(v.decode())
                 elif n == 4 and isinstance(v, bytes):
