@@ -339,7 +339,10 @@ def test_fusion_raises_psnr_on_distorted_background(setting: str) -> None:
 
 
 @pytest.mark.benchmark
-@pytest.mark.parametrize("segmenter", ["reference-diff", "u2netp-offline"])
+@pytest.mark.parametrize(
+    "segmenter",
+    ["reference-diff", pytest.param("u2netp-offline", marks=pytest.mark.slow)],
+)
 def test_benchmark_fusion_fps(benchmark, segmenter: str, bench_home) -> None:  # type: ignore[no-untyped-def]
     """Fusion frames/s at 256x256, batch 16 (fps = 16 / mean time)."""
     if segmenter == "u2netp-offline":
