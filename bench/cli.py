@@ -66,7 +66,8 @@ _register()
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the app, turning user errors into a message and exit code 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        # Without standalone mode click returns the code of typer.Exit instead of exiting.
+        code = app(args=argv, standalone_mode=False)
     except BenchError as exc:
         from rich.console import Console
 
@@ -86,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -8,4 +8,9 @@ from bench.registry import ComponentSpec
 
 @hookimpl
 def bench_add_renderers() -> dict[str, ComponentSpec]:
-    return {}
+    return {
+        "rig": ComponentSpec(
+            "bench_plugins.renderers.rig:RigRenderer",
+            summary="weight-free warp of the reference by coefficient differences (vico-mini's ground truth)",
+        ),
+    }
