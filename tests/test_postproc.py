@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import ClassVar
 
 import pytest
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
+from bench_plugins.postproc.fusion import FusionPostProcessor, gaussian_blur, windowed_median
 
 import bench
 from bench.errors import ConfigError, UnknownComponentError
-from bench.postproc import apply_chain, build_chain, chain_name, check_renderer_options, parse_chain, start_clip
-from bench_plugins.postproc.fusion import FusionPostProcessor, gaussian_blur, windowed_median
+from bench.postproc import (
+    apply_chain,
+    build_chain,
+    chain_name,
+    check_renderer_options,
+    parse_chain,
+    start_clip,
+)
 
 H = W = 32
 
@@ -115,7 +123,7 @@ def _random_masks(seed: int, n: int) -> torch.Tensor:
 
 @pytest.mark.parametrize(("setting", "loop"), [("official", _official_loop), ("paper", _paper_loop)])
 @pytest.mark.parametrize("sizes", [[11], [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1], [3, 5, 2, 1], [6, 5]])
-def test_fusion_matches_per_frame_reference(setting: str, loop, sizes: list[int]) -> None:  # type: ignore[no-untyped-def]
+def test_fusion_matches_per_frame_reference(setting: str, loop, sizes: list[int]) -> None:
     ref, gen = _clip(2, 11)
     bg_ref = torch.rand(1, H, W, generator=torch.Generator().manual_seed(3)) * 0.4 + 0.6
     bg_gen = _random_masks(4, 11)
@@ -208,7 +216,7 @@ def test_unknown_segmenter_is_an_error_not_a_fallback() -> None:
         bench.load("postproc", "fusion", segmenter="u2netq")
 
 
-def test_missing_u2net_weights_fail_fusion(bench_home) -> None:  # type: ignore[no-untyped-def]
+def test_missing_u2net_weights_fail_fusion(bench_home) -> None:
     from bench.errors import MissingDependencyError
 
     with pytest.raises(MissingDependencyError, match="u2net_human_seg.pth") as info:
@@ -280,7 +288,7 @@ def test_planning_fails_for_renderer_without_padding_mode() -> None:
 def test_conflicting_renderer_requests() -> None:
     class Zeros:
         registered_name = "zeros"
-        renderer_options = {"padding_mode": "zeros"}
+        renderer_options: ClassVar[dict[str, str]] = {"padding_mode": "zeros"}
 
     with pytest.raises(ConfigError, match="different"):
         check_renderer_options([bench.load("postproc", "border"), Zeros()], "pirender", {"padding_mode"})
@@ -343,7 +351,7 @@ def test_fusion_raises_psnr_on_distorted_background(setting: str) -> None:
     "segmenter",
     ["reference-diff", pytest.param("u2netp-offline", marks=pytest.mark.slow)],
 )
-def test_benchmark_fusion_fps(benchmark, segmenter: str, bench_home) -> None:  # type: ignore[no-untyped-def]
+def test_benchmark_fusion_fps(benchmark, segmenter: str, bench_home) -> None:
     """Fusion frames/s at 256x256, batch 16 (fps = 16 / mean time)."""
     if segmenter == "u2netp-offline":
         pytest.importorskip("rembg")

