@@ -83,10 +83,9 @@ class RefEncoderBlock(nn.Module):
 class RefDecoderBlock(nn.Module):
     def __init__(self, cin: int, cout: int, hidden: int, feature: int) -> None:
         super().__init__()
-        up = {"kernel_size": 3, "stride": 2, "padding": 1, "output_padding": 1}
         self.conv_0 = nn.Conv2d(cin, hidden, kernel_size=3, stride=1, padding=1)
-        self.conv_1 = nn.ConvTranspose2d(hidden, cout, **up)
-        self.conv_s = nn.ConvTranspose2d(cin, cout, **up)
+        self.conv_1 = nn.ConvTranspose2d(hidden, cout, 3, stride=2, padding=1, output_padding=1)
+        self.conv_s = nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1)
         self.norm_0 = RefADAIN(cin, feature)
         self.norm_1 = RefADAIN(hidden, feature)
         self.norm_s = RefADAIN(cin, feature)

@@ -123,11 +123,10 @@ def _available_memory(device: torch.device) -> int:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
-    with contextlib.suppress(OSError, ValueError):
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+    with contextlib.suppress(OSError, ValueError), open("/proc/meminfo") as handle:
+        for line in handle:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
     return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
@@ -188,7 +187,7 @@ class PIRenderRenderer:
         self.weights = Path(weights) if weights is not None else default_weights_path()
         model = load_generator(self.weights, padding_mode)
         self.channels_last = True
-        self.model: PIRenderGenerator = model.to(self.device, memory_format=torch.channels_last).freeze()
+        self.model: PIRenderGenerator = model.to(self.device).to(memory_format=torch.channels_last).freeze()
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.precision == "fp32":
@@ -311,7 +310,7 @@ def throughput_report(
     else:
         torch.manual_seed(0)
         model = PIRenderGenerator().freeze()
-    model = model.to(dev, memory_format=torch.channels_last).freeze()
+    model = model.to(dev).to(memory_format=torch.channels_last).freeze()
     rows: list[dict[str, Any]] = []
     for precision in precisions:
         if precision == "fp16" and dev.type != "cuda":
@@ -323,7 +322,7 @@ def throughput_report(
             rows.append({
                 "precision": precision, "batch_size": batch, "size": size, "device": str(dev),
                 "fps": fps, "gemm_gflops": peak,
-                "peak_fraction": fps * OFFICIAL_GFLOPS_PER_FRAME / peak,
+                "peak_fraction": fps * OFFICIAL_GFLOPS_PER_FRAME * (size / 256) ** 2 / peak,
             })
     return rows
 

@@ -27,6 +27,7 @@ Tensors are ``(B,C,H,W)``; activations may be channels-last and, under autocast,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -171,10 +172,9 @@ class DecoderBlock(nn.Module):
 
     def __init__(self, cin: int, cout: int, hidden: int, feature: int) -> None:
         super().__init__()
-        up = {"kernel_size": 3, "stride": 2, "padding": 1, "output_padding": 1}
         self.conv_0 = nn.Conv2d(cin, hidden, kernel_size=3, stride=1, padding=1)
-        self.conv_1 = nn.ConvTranspose2d(hidden, cout, **up)
-        self.conv_s = nn.ConvTranspose2d(cin, cout, **up)
+        self.conv_1 = nn.ConvTranspose2d(hidden, cout, 3, stride=2, padding=1, output_padding=1)
+        self.conv_s = nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1)
         self.norm_0 = ADAIN(cin, feature)
         self.norm_1 = ADAIN(hidden, feature)
         self.norm_s = ADAIN(cin, feature)
@@ -218,7 +218,8 @@ class Hourglass(nn.Module):
 
     def forward(self, source: SourceFeatures, z: torch.Tensor) -> torch.Tensor:
         enc = self.encoder
-        out = enc.encoder0(source.warp_input, z, stats=source.warp_input_stats)
+        first = cast(EncoderBlock, enc.encoder0)
+        out = first(source.warp_input, z, stats=source.warp_input_stats)
         skips = [source.warp_input, out]
         for i in range(1, enc.layers):
             out = getattr(enc, f"encoder{i}")(out, z)
@@ -252,7 +253,9 @@ class WarpingNet(nn.Module):
     def flow(self, source: SourceFeatures, z: torch.Tensor) -> torch.Tensor:
         """(B,2,h,w) flow in pixels of the flow grid."""
         hidden = self.hourglass(source, z)
-        return self.flow_out[2](self.flow_out[0](hidden, act=True, inplace=True))
+        norm = cast(LayerNorm2d, self.flow_out[0])
+        conv = cast(nn.Conv2d, self.flow_out[2])
+        return conv(norm(hidden, act=True, inplace=True))
 
 
 def warp(image: torch.Tensor, flow: torch.Tensor, padding_mode: str = "zeros") -> torch.Tensor:
@@ -288,7 +291,15 @@ class ConvNormAct(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model[1](self.model[0](x), act=True, inplace=True)
+        return self.norm(self.conv(x), act=True, inplace=True)
+
+    @property
+    def conv(self) -> nn.Conv2d:
+        return cast(nn.Conv2d, self.model[0])
+
+    @property
+    def norm(self) -> LayerNorm2d:
+        return cast(LayerNorm2d, self.model[1])
 
 
 class DownBlock(ConvNormAct):
@@ -308,12 +319,12 @@ class UpBlock(ConvNormAct):
 
     def phase_weight(self) -> torch.Tensor:
         """(4*Cout, Cin, 2, 2): phase (a,b) kernels; a=0 rows (i-1, i), a=1 rows (i, i+1)."""
-        w = self.model[0].weight
+        w = self.conv.weight
         rows = (
             torch.stack([w[:, :, 0], w[:, :, 1] + w[:, :, 2]], 2),
             torch.stack([w[:, :, 0] + w[:, :, 1], w[:, :, 2]], 2),
         )
-        phases = []
+        phases: list[torch.Tensor] = []
         for a in (0, 1):
             r = rows[a]
             cols = (
@@ -324,7 +335,7 @@ class UpBlock(ConvNormAct):
         return torch.cat(phases, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv = self.model[0]
+        conv = self.conv
         weight = getattr(self, "_phase_weight", None)
         if weight is None or weight.device != x.device:
             weight = self.phase_weight()
@@ -332,7 +343,8 @@ class UpBlock(ConvNormAct):
         cout = conv.out_channels
         # a 2x2 conv at padded position p reads low-res rows p-1, p: phase a=0 of output row
         # i sits at p=i, phase a=1 at p=i+1 (same for columns)
-        out = F.conv2d(F.pad(x, (1, 1, 1, 1)), weight.to(x.dtype), conv.bias.repeat(4).to(x.dtype))
+        bias = cast(torch.Tensor, conv.bias).repeat(4).to(x.dtype)
+        out = F.conv2d(F.pad(x, (1, 1, 1, 1)), weight.to(x.dtype), bias)
         y = torch.empty((b, cout, 2 * h, 2 * w), device=x.device, dtype=out.dtype,
                         memory_format=torch.channels_last if _is_channels_last(x) else torch.contiguous_format)
         yv = y.view(b, cout, h, 2, w, 2)
@@ -340,7 +352,7 @@ class UpBlock(ConvNormAct):
             for c in (0, 1):
                 k = 2 * a + c
                 yv[:, :, :, a, :, c] = out[:, k * cout : (k + 1) * cout, a : a + h, c : c + w]
-        return self.model[1](y, act=True, inplace=True)
+        return self.norm(y, act=True, inplace=True)
 
     def freeze(self) -> None:
         """Cache the phase kernels (call after loading weights; inference only)."""
@@ -393,7 +405,7 @@ class FinalBlock(nn.Module):
         self.model = nn.Sequential(nn.Conv2d(cin, cout, kernel_size=7, padding=3), nn.Tanh())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.model[0](x).float())
+        return torch.tanh(cast(nn.Conv2d, self.model[0])(x).float())
 
 
 class FineEncoder(nn.Module):
@@ -438,18 +450,18 @@ class EditingNet(nn.Module):
 
     def source_term(self, image: torch.Tensor) -> torch.Tensor:
         """First conv's response to the source half of ``cat([source, warped])`` (+ bias)."""
-        conv = self.encoder.first.model[0]
+        conv = cast(FineEncoder, self.encoder).first.conv
         return F.conv2d(image, conv.weight[:, : self.image_nc], conv.bias, padding=conv.padding)
 
     def forward(self, source: SourceFeatures, warped: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         enc, dec = self.encoder, self.decoder
-        first = enc.first.model
+        first = cast(ConvNormAct, enc.first)
         # conv(cat(src, warp)) == conv_src(src) + conv_warp(warp): the source part is per clip
-        w_warp = first[0].weight[:, self.image_nc :]
-        x = F.conv2d(warped.to(source.edit_source.dtype), w_warp.to(source.edit_source.dtype),
-                     padding=first[0].padding)
+        dtype = source.edit_source.dtype
+        w_warp = first.conv.weight[:, self.image_nc :].to(dtype)
+        x = F.conv2d(warped.to(dtype), w_warp, padding=first.conv.padding)
         x = x.add_(source.edit_source)
-        x = first[1](x, act=True, inplace=True)
+        x = first.norm(x, act=True, inplace=True)
         skips = [x]
         for i in range(enc.layers):
             x = getattr(enc, f"down{i}")(x)
