@@ -256,7 +256,7 @@ import resource, sys, torch
 from bench_plugins.renderers.pirender import PIRenderRenderer
 torch.manual_seed(0)
 renderer = PIRenderRenderer(weights=sys.argv[1], batch_size=8, device="cpu")
-source = torch.rand(3, 64, 64)
+source = torch.rand(3, 32, 32)  # smallest size: the test is about clip length
 list(renderer.render(source, torch.randn(30, 73) * 0.5))  # warm-up: allocator, kernels
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 total = 0.0
@@ -270,11 +270,15 @@ print(base, peak)
 @pytest.mark.slow
 def test_memory_does_not_grow_with_clip_length(checkpoint: Path) -> None:
     """60 s at 30 fps (1800 frames) peaks within 1.2x of 6 s (180 frames)."""
-    peaks = {}
+    peaks, growth = {}, {}
     for n in (180, 1800):
         out = subprocess.run(
             [sys.executable, "-c", _MEMORY_SCRIPT, str(checkpoint), str(n)],
             check=True, capture_output=True, text=True,
         ).stdout.split()
-        peaks[n] = int(out[1])
+        base, peaks[n] = int(out[0]), int(out[1])  # KiB
+        growth[n] = peaks[n] - base
     assert peaks[1800] <= 1.2 * peaks[180], peaks
+    # the totals include torch itself; holding the 1800 frames (22 MB at 32x32) would
+    # show up here even though it is far below 20% of the process
+    assert growth[1800] <= 1.2 * growth[180] + 5 * 1024, growth

@@ -44,18 +44,27 @@ def _moments(x: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, torc
 
     ``dims`` is ``(2,3)`` (instance norm) or ``(1,2,3)`` (layer norm over a sample).
     ``torch.var_mean`` (Welford) is several times slower than two plain reductions on
-    CPU, so the variance is ``E[x^2] - E[x]^2``; activations here are conv outputs whose
-    mean is within a few standard deviations of zero, so float32 keeps ~1e-6 accuracy.
+    CPU, so the variance is ``E[d^2] - E[d]^2`` with ``d = x - x[first pixel]`` for the
+    instance statistics (the shift keeps a far-from-zero mean from cancelling), and
+    ``E[x^2] - E[x]^2`` over a whole sample for the layer norm.
     """
+    if x.dtype != torch.float32:
+        # bf16/fp16 means and mean squares would cancel catastrophically in E[x^2]-E[x]^2
+        x = x.float()
     if dims == (1, 2, 3):
         # a whole sample is contiguous in both layouts; reduce it as one flat row
         flat = (x.permute(0, 2, 3, 1) if _is_channels_last(x) else x).reshape(x.shape[0], -1)
-        mean = flat.mean(1, dtype=torch.float32) if flat.dtype == torch.float32 else flat.float().mean(1)
-        sq = torch.linalg.vector_norm(flat, 2, dim=1).float().square() / flat.shape[1]
+        mean = flat.mean(1)
+        sq = torch.linalg.vector_norm(flat, 2, dim=1).square() / flat.shape[1]
         mean, sq = mean.view(-1, 1, 1, 1), sq.view(-1, 1, 1, 1)
     else:
-        mean = x.mean(dims, keepdim=True).float()
-        sq = (x * x).mean(dims, keepdim=True).float()
+        # shifted by one sample per channel, so a mean far from zero does not cancel
+        shift = x[:, :, :1, :1]
+        d = x - shift
+        mean = d.mean(dims, keepdim=True)
+        sq = d.mul_(d).mean(dims, keepdim=True)
+        var = (sq - mean * mean).clamp_(min=0)
+        return mean.add_(shift), torch.rsqrt(var + _EPS)
     var = (sq - mean * mean).clamp_(min=0)
     return mean, torch.rsqrt(var + _EPS)
 
