@@ -26,6 +26,7 @@ from bench_plugins.renderers.pirender_net import SEMANTIC_RADIUS, PIRenderGenera
 from pirender_reference import RefFaceGenerator, ref_windows
 
 SIZE = 256
+SMOKE_SIZE = 64  # with --benchmark-disable each benchmark only has to run
 pytestmark = pytest.mark.benchmark
 
 
@@ -44,12 +45,13 @@ def _autocast(precision: str) -> contextlib.AbstractContextManager[Any]:
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("batch", [1, 8, 32])
 def test_pirender_throughput(benchmark: Any, weights: dict[str, torch.Tensor], batch: int, precision: str) -> None:
-    if batch == 32 and not benchmark.enabled:
-        pytest.skip("batch 32 at 256x256 is only worth its memory when timing")
+    if batch > 1 and not benchmark.enabled:
+        pytest.skip("large batches are only worth their time when timing")
+    size = SIZE if benchmark.enabled else SMOKE_SIZE
     model = PIRenderGenerator()
     model.load_state_dict(weights)
     model = model.to(memory_format=torch.channels_last).freeze()
-    image = (torch.rand(1, 3, SIZE, SIZE) * 2 - 1).contiguous(memory_format=torch.channels_last)
+    image = (torch.rand(1, 3, size, size) * 2 - 1).contiguous(memory_format=torch.channels_last)
     coeffs = torch.randn(73, batch + 2 * SEMANTIC_RADIUS)
     with torch.inference_mode(), _autocast(precision):
         features = model.prepare_source(image)
@@ -58,7 +60,7 @@ def test_pirender_throughput(benchmark: Any, weights: dict[str, torch.Tensor], b
             return model.synthesize(features, model.describe_sequence(coeffs))["fake_image"]
 
         out = benchmark.pedantic(step, rounds=3 if benchmark.enabled else 1, warmup_rounds=1)
-    assert out.shape == (batch, 3, SIZE, SIZE)
+    assert out.shape == (batch, 3, size, size)
     benchmark.extra_info.update(batch=batch, precision=precision)
     if benchmark.enabled and benchmark.stats is not None:
         fps = batch / benchmark.stats.stats.mean
@@ -70,13 +72,14 @@ def test_official_reference(benchmark: Any, weights: dict[str, torch.Tensor], pr
     """The official architecture as its inference runs it (batch 1), for the ratio."""
     model = RefFaceGenerator().eval()
     model.load_state_dict(weights)
-    image = torch.rand(1, 3, SIZE, SIZE) * 2 - 1
+    size = SIZE if benchmark.enabled else SMOKE_SIZE
+    image = torch.rand(1, 3, size, size) * 2 - 1
     window = ref_windows(torch.randn(1, 73))
     with torch.inference_mode(), _autocast(precision):
         out = benchmark.pedantic(
             lambda: model(image, window)["fake_image"], rounds=3 if benchmark.enabled else 1, warmup_rounds=1
         )
-    assert out.shape == (1, 3, SIZE, SIZE)
+    assert out.shape == (1, 3, size, size)
 
 
 def test_throughput_report_rows(bench_home: Path) -> None:

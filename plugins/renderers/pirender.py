@@ -36,8 +36,9 @@ OFFICIAL_GFLOPS_PER_FRAME = 123.0
 PRECISIONS = ("fp32", "bf16", "fp16")
 PADDING_MODES = ("zeros", "border", "reflection")
 _HOW_TO_GET = (
-    "download the official PIRender checkpoint (RenYurui/PIRender, README 'Inference': the "
-    f"released 'face' model, file result/face/{CHECKPOINT_NAME}) and copy it to {{where}}, "
+    "get the official PIRender checkpoint (github.com/RenYurui/PIRender, "
+    "scripts/download_weights.sh: face.zip from Google Drive, which unpacks to "
+    f"result/face/{CHECKPOINT_NAME}) and copy that file to {{where}}/, "
     "or pass its path with --renderer-weights PATH"
 )
 
