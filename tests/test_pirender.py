@@ -283,3 +283,21 @@ def test_memory_does_not_grow_with_clip_length(checkpoint: Path) -> None:
     # the totals include torch itself; holding the 1800 frames (22 MB at 32x32) would
     # show up here even though it is far below 20% of the process
     assert growth[1800] <= 1.2 * growth[180] + 5 * 1024, growth
+
+
+def test_phase_upsampling_equals_nearest_upsample_then_conv_after_reloading() -> None:
+    """The 2x2 phase kernels follow new weights (a frozen model can be reloaded)."""
+    torch.manual_seed(0)
+    model = PIRenderGenerator().freeze()
+    model.load_state_dict(PIRenderGenerator().state_dict())  # new weights after freeze
+    up = model.editing_net.decoder.up1
+    x = torch.randn(2, 256, 8, 6)
+    with torch.no_grad():
+        naive = torch.nn.functional.conv2d(
+            torch.nn.functional.interpolate(x, scale_factor=2), up.conv.weight, up.conv.bias, padding=1
+        )
+        expected = torch.nn.functional.leaky_relu(
+            torch.nn.functional.layer_norm(naive, naive.shape[1:], up.norm.weight.expand(naive.shape[1:]),
+                                           up.norm.bias.expand(naive.shape[1:])), 0.1
+        )
+        assert (up(x) - expected).abs().max().item() < 1e-4

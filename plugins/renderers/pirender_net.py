@@ -363,6 +363,10 @@ class UpBlock(ConvNormAct):
                 yv[:, :, :, a, :, c] = out[:, k * cout : (k + 1) * cout, a : a + h, c : c + w]
         return self.norm(y, act=True, inplace=True)
 
+    def _load_from_state_dict(self, *args: object, **kwargs: object) -> None:
+        self.__dict__.pop("_phase_weight", None)  # new weights: the cached kernels are stale
+        super()._load_from_state_dict(*args, **kwargs)
+
     def freeze(self) -> None:
         """Cache the phase kernels (call after loading weights; inference only)."""
         with torch.no_grad():
