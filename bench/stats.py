@@ -65,9 +65,7 @@ def resample_indices(n_clips: int, n_resamples: int, seed: int) -> np.ndarray:
 
 
 def _reductions(metric: Metric) -> dict[str, str]:
-    # The base class keeps each field's reduction in ``_defaults`` (no public
-    # accessor yet); only read here.
-    return {name: reduce for name, (_, reduce) in metric._defaults.items()}
+    return dict(metric.reductions())
 
 
 def _resampled_states(
