@@ -51,6 +51,8 @@ def test_official_state_dict_loads_strictly(golden: Path, tmp_path: Path, arch: 
     loaded = model.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in state.items())
     assert not model.training
+    if arch == "u2net":
+        return  # the prefix check below is the same code for both; keep the big one cheap
     # DataParallel checkpoints differ only by the "module." prefix
     torch.save({f"module.{k}": v for k, v in state.items()}, path)
     assert torch.equal(load_u2net(arch, path).state_dict()["outconv.weight"], state["outconv.weight"])
