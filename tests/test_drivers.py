@@ -357,8 +357,9 @@ SHIPPED = ["lstm", "lstm-nobn", "lstm-nores", "lstm-nodrop", "lstm-self3", "lstm
 
 def test_shipped_checkpoints_load_by_default() -> None:
     """`bench run --driver lstm-ens5` on a fresh machine: the package data is enough."""
-    import bench
     from bench_plugins.drivers.shipped import shipped_manifest
+
+    import bench
 
     manifest = shipped_manifest()
     if not manifest:
