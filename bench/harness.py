@@ -31,6 +31,7 @@ import math
 import os
 import queue
 import random
+import re
 import threading
 import time
 import traceback
@@ -727,6 +728,17 @@ class _Rebatcher:
         return self._have
 
 
+def gt_key(ds_hash: str, uuid: str, role: str, start: int | None = None, stop: int | None = None) -> str:
+    """Content key of a clip's ground truth (or of frames ``start:stop`` of it).
+
+    Dataset content hash + uuid + role + frame range; made of ``[A-Za-z0-9._-]`` only,
+    because metrics use it as a cache file name.
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", f"{uuid}.{role}")
+    key = f"{ds_hash[:16]}_{safe}"
+    return key if start is None else f"{key}_f{start}-{stop}"
+
+
 def rechunk(batches: Iterator[torch.Tensor], size: int) -> Iterator[torch.Tensor]:
     """Regroup a stream of (b,...) batches into chunks of exactly ``size`` (the last may
     be shorter), holding at most one chunk plus one input batch."""
@@ -1157,7 +1169,7 @@ def _run_clip(
                     gt_frames = gt_frames.to(device)
                     if writer is not None:
                         writer.write(frames)
-                key = f"{loader.ds_hash[:16]}/{sample.uuid}.{role}/{produced}:{produced + b}"
+                key = gt_key(loader.ds_hash, sample.uuid, role, produced, produced + b)
                 with timer.stage("metrics"):
                     for name, m in frame_metrics.items():
                         inputs, takes_key = kwargs_of[name]
@@ -1183,7 +1195,7 @@ def _run_clip(
                         raise ClipFailure(f"metric {name!r} needs {sorted(missing)} once per clip")
                     kw = {i: avail[i] for i in inputs}
                     if takes_key:
-                        kw["gt_key"] = f"{loader.ds_hash[:16]}/{sample.uuid}.{role}"
+                        kw["gt_key"] = gt_key(loader.ds_hash, sample.uuid, role)
                     m.update(**kw)
         if writer is not None:
             with timer.stage("io"):

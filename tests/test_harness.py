@@ -223,7 +223,8 @@ def test_gt_key_and_clip_states(fakes: Path, tmp_path: Path) -> None:
     psnr = harness._METRIC_CACHE[next(k for k in harness._METRIC_CACHE if k.startswith("fake-psnr"))]
     keys = psnr.keys_seen[-5:]  # b2: 20 frames, rendered in 5s, metrics in batch_size 4
     h = cell.spec["dataset"]["content_hash"][:16]
-    assert keys == [f"{h}/b2.speaker/{i}:{i + 4}" for i in range(0, 20, 4)]
+    assert keys == [f"{h}_b2.speaker_f{i}-{i + 4}" for i in range(0, 20, 4)]
+    assert harness.gt_key("ab" * 20, "x/y z", "listener", 0, 8) == "abababababababab_x_y_z.listener_f0-8"
     st = res.clips[1].states["fake-means"]["means"]
     assert st.shape == (20,)
     assert res.clips[0].states["fake-psnr"]["n"] == 13 * 3 * 16 * 16
