@@ -598,6 +598,15 @@ class StageTimer:
             self.sync()
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
+    def call(self, name: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
+        """``fn(**kwargs)`` timed into ``name`` (used per metric inside the metrics stage)."""
+        start = time.perf_counter()
+        try:
+            return fn(**kwargs)
+        finally:
+            self.sync()
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
 
 class PeakMemory:
     """Peak resident memory of this process over a window (Linux VmHWM, reset per window)."""
@@ -1014,7 +1023,7 @@ def run_shard(payload: Mapping[str, Any], shard: int = 0, n_shards: int = 1,
                 on_clip(clip)
             if k >= warm_clips and clip.error is None:
                 for s, v in timer.seconds.items():
-                    total.seconds[s] += v
+                    total.seconds[s] = total.seconds.get(s, 0.0) + v
                 frames_counted += clip.n_frames
                 wall_counted += clip.wall
                 io_busy += busy
@@ -1026,7 +1035,7 @@ def run_shard(payload: Mapping[str, Any], shard: int = 0, n_shards: int = 1,
         for clip in results:
             if clip.error is None:
                 for s, v in clip.seconds.items():
-                    total.seconds[s] += v
+                    total.seconds[s] = total.seconds.get(s, 0.0) + v
                 frames_counted += clip.n_frames
                 wall_counted += clip.wall
         warm_clips = 0
@@ -1178,7 +1187,7 @@ def _run_clip(
                         kw = {i: avail[i] for i in inputs if i in avail}
                         if takes_key:
                             kw["gt_key"] = key
-                        m.update(**kw)
+                        timer.call(f"metrics.{name}", m.update, **kw)
                 produced += b
             extra = gt.leftover()
             if produced == 0:
@@ -1196,7 +1205,7 @@ def _run_clip(
                     kw = {i: avail[i] for i in inputs}
                     if takes_key:
                         kw["gt_key"] = gt_key(loader.ds_hash, sample.uuid, role)
-                    m.update(**kw)
+                    timer.call(f"metrics.{name}", m.update, **kw)
         if writer is not None:
             with timer.stage("io"):
                 writer.close()
