@@ -187,6 +187,8 @@ def run(
         if cells is not None and (driver or renderer or postproc):
             raise ConfigError(f"grid {gname!r} lists explicit cells; --driver/--renderer/--postproc "
                               "cannot be combined with it")
+        if cells is not None:  # a cell inherits the grid's renderer and chain unless it names its own
+            cells = [{"renderer": renderers[0], "postproc": postprocs[0], **c} for c in cells]
         if config is not None:
             console.print(f"[bold]grid[/] {gname}")
         outcomes = _run_grid(

@@ -178,7 +178,6 @@ def test_offline_segmenter_matches_onnx_pipeline(onnx_session, bench_home: Path)
 def test_segmenting_in_chunks_equals_one_pass() -> None:
     """Chunking bounds activation memory; it must not change any mask."""
     import torch
-
     from bench_plugins.postproc.u2net import U2NETP, U2NetSegmenter
 
     torch.manual_seed(0)
