@@ -302,11 +302,14 @@ class Store:
                 continue
             values = metric.compute_state(metric.merge(states))
             cis = bootstrap_ci_values(metric, states, n_resamples=n_resamples, seed=seed)
+            directions = metric.directions() if hasattr(metric, "directions") else {}
             for key, value in values.items():
                 low, high = cis.get(key, (None, None))
+                # diagnostics (other keys than the metric's own) have no direction: NULL
+                hib = directions.get(key, getattr(metric, "higher_is_better", True) if key == name else None)
                 summary_rows.append((cid, name, key, _nan_to_none(float(value)), _nan_to_none(low),
                                      _nan_to_none(high), len(states), n_failed,
-                                     int(bool(getattr(metric, "higher_is_better", True))),
+                                     None if hib is None else int(bool(hib)),
                                      meta.get("backend", str(getattr(metric, "backend", ""))),
                                      meta.get("label", "")))
         stage_tot: dict[str, float] = {}
