@@ -343,9 +343,9 @@ def print_cell(console: Any, outcome: Any) -> None:
     table.add_column("backend", no_wrap=True, overflow="ellipsis", max_width=24)
     for m in summary.get("metrics", []):
         ci = "-" if m["ci_low"] is None else f"[{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]"
-        # which way is better; diagnostics (no direction) get none
-        arrow = {1: "↑", 0: "↓"}.get(m["higher_is_better"], " ")
-        table.add_row(f"{m['key']} {arrow}" + (f" ({m['label']})" if m.get("label") else ""),
+        hib = m["higher_is_better"]
+        arrow = "" if hib is None else ("↑" if hib else "↓")  # which way is better
+        table.add_row(f"{m['key']} {arrow}".strip() + (f" ({m['label']})" if m.get("label") else ""),
                       _fmt(m["value"]), ci, str(m["n_clips"]), str(m["n_failed"]), m["backend"] or "")
     console.print(table)
     tp = summary.get("throughput", [])
