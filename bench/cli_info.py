@@ -118,10 +118,9 @@ def throughput(
 ) -> None:
     """PIRender frames/s per batch size and precision, and the fraction of the machine's
     measured matrix-multiply peak that represents (~123 GFLOPs per 256x256 frame)."""
+    from bench_plugins.renderers.pirender import throughput_report
     from rich.console import Console
     from rich.table import Table
-
-    from bench_plugins.renderers.pirender import throughput_report
 
     rows = throughput_report(
         batch_sizes=[int(b) for b in batch_sizes.split(",") if b.strip()],

@@ -339,10 +339,6 @@ def _check_renderer_accepts(renderer: ComponentChoice, requested: Mapping[str, A
                             postprocs: Sequence[ComponentChoice]) -> None:
     if not requested:
         return
-    try:
-        from .postproc import check_renderer_options
-    except ImportError:
-        check_renderer_options = None
     accepted = _target_attr(renderer, "render_options")
     if accepted is None:
         return  # declared per instance only; the renderer validates when built
@@ -355,7 +351,6 @@ def _check_renderer_accepts(renderer: ComponentChoice, requested: Mapping[str, A
             f"{', '.join(sorted(accepted)) or 'none'})",
             fix="choose a renderer that supports them, or another post-processor",
         )
-    _ = check_renderer_options  # the postproc helper may add finer checks; names suffice here
 
 
 def _check_task(choice: ComponentChoice, task: str) -> None:

@@ -298,7 +298,7 @@ class Store:
             info.update(json.loads(row[6] or "{}"))
         ok = [st for _, _, st, err in clips if err is None and st is not None]
         n_failed = sum(err is not None for _, _, _, err in clips)
-        summary_rows = []
+        summary_rows: list[tuple[Any, ...]] = []
         for name, metric in metrics.items():
             states = [st[name] for st in ok if name in st]
             meta = info.get(name, {})
@@ -374,39 +374,15 @@ def bootstrap_ci_values(metric: Any, states: Sequence[Mapping[str, Any]], *,
 
     ``n_resamples`` None means the metric's ``bootstrap_resamples`` (default 1000;
     FID asks for fewer, each resample costs an eigenproblem); 0 means no CI.
-    Uses ``bench.stats.bootstrap_ci`` when the statistics module is installed;
-    otherwise resamples clips with replacement, merges their states and computes.
+    Resampling is :func:`bench.stats.bootstrap_ci` (clips with replacement, seeded).
     """
     if n_resamples is None:
         n_resamples = int(getattr(metric, "bootstrap_resamples", 1000))
     if n_resamples <= 0 or len(states) < 2:
         return {}
-    try:
-        from .stats import bootstrap_ci
-    except ImportError:
-        bootstrap_ci = None
-    if bootstrap_ci is not None:
-        return _normalise_ci(bootstrap_ci(metric, list(states), n_resamples=n_resamples, seed=seed), metric)
-    import numpy as np
+    from .stats import bootstrap_ci
 
-    rng = np.random.default_rng(seed)
-    n = len(states)
-    draws: dict[str, list[float]] = {}
-    for _ in range(n_resamples):
-        pick = rng.integers(0, n, size=n)
-        try:
-            vals = metric.compute_state(metric.merge([states[i] for i in pick]))
-        except Exception:
-            continue
-        for key, v in vals.items():
-            draws.setdefault(key, []).append(float(v))
-    alpha = (1.0 - level) / 2.0
-    out: dict[str, tuple[float | None, float | None]] = {}
-    for key, vs in draws.items():
-        arr = np.asarray([v for v in vs if math.isfinite(v)])
-        if arr.size:
-            out[key] = (float(np.quantile(arr, alpha)), float(np.quantile(arr, 1.0 - alpha)))
-    return out
+    return _normalise_ci(bootstrap_ci(metric, list(states), n_resamples=n_resamples, seed=seed), metric)
 
 
 def _normalise_ci(result: Any, metric: Any) -> dict[str, tuple[float | None, float | None]]:
