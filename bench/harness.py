@@ -786,6 +786,14 @@ def _per_clip_values(name: str, metric: Any) -> bool:
     return not name.startswith("fid")
 
 
+def _takes_sample(renderer: Any) -> bool:
+    """Whether ``renderer.render`` accepts the optional ``sample=`` keyword."""
+    try:
+        return "sample" in inspect.signature(renderer.render).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _update_kwargs(metric: Any) -> tuple[frozenset[str], bool]:
     """The inputs to pass to ``metric.update`` and whether it takes ``gt_key``."""
     inputs = frozenset(getattr(metric, "inputs", ()))
@@ -1086,7 +1094,9 @@ def _run_clip(
             kwargs_of = {n: _update_kwargs(m) for n, m in metrics.items()}
             gt = _Rebatcher(gt_stream)
             produced = 0
-            stream = renderer.render(ref_dev, coeffs, source_coeffs=gt_coeffs[0].to(device))
+            # Renderers that read per-clip data (the `videos` renderer) take the sample.
+            render_kw = {"sample": sample} if _takes_sample(renderer) else {}
+            stream = renderer.render(ref_dev, coeffs, source_coeffs=gt_coeffs[0].to(device), **render_kw)
 
             def generated() -> Iterator[torch.Tensor]:
                 """Post-processed frames in the renderer's batches."""

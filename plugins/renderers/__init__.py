@@ -13,4 +13,9 @@ def bench_add_renderers() -> dict[str, ComponentSpec]:
             "bench_plugins.renderers.rig:RigRenderer",
             summary="weight-free warp of the reference by coefficient differences (vico-mini's ground truth)",
         ),
+        "videos": ComponentSpec(
+            "bench_plugins.renderers.videos:VideosRenderer",
+            summary="frames of an external method read from DIR/{uuid}.{role}.mp4 (videos:DIR)",
+            positional="root",
+        ),
     }
