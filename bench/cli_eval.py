@@ -5,6 +5,7 @@ Nothing heavy is imported at module import: torch loads inside the command.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -47,10 +48,9 @@ def eval_videos(
     metric_names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     pairing = pair_videos(pred, gt, task, split_csv)
     if pairing.fatal and not allow_partial:
-        err = Console(stderr=True)
-        err.print(pairing.report(), highlight=False, markup=False)
-        err.print("fix: correct the files listed, or pass --allow-partial to score the valid pairs only",
-                  highlight=False, markup=False)
+        # plain text, no wrapping: every offending path stays whole and greppable
+        sys.stderr.write(pairing.report() + "\nfix: correct the files listed, or pass --allow-partial "
+                         "to score the valid pairs only\n")
         raise typer.Exit(2)
     if pairing.problems:
         console.print(f"{len(pairing.fatal)} problem(s), {len(pairing.warnings)} warning(s):", markup=False)

@@ -26,6 +26,9 @@ from .errors import ConfigError, InputError
 if TYPE_CHECKING:
     import torch
 
+    from .harness import ClipResult, MetricChoice
+    from .metric import Metric
+
 DECODERS = ("opencv", "pyav")
 
 
@@ -298,7 +301,7 @@ def _video_coeff_extractor() -> str | None:
 COEFF_METRICS = ("expfd", "anglefd", "transfd")
 
 
-def _choose_metrics(names: list[str] | None, task: str, device: str) -> tuple[list[object], list[str]]:
+def _choose_metrics(names: list[str] | None, task: str, device: str) -> tuple[list[MetricChoice], list[str]]:
     """Metric choices for external videos, and why any were skipped."""
     from . import harness
 
@@ -317,7 +320,7 @@ def _choose_metrics(names: list[str] | None, task: str, device: str) -> tuple[li
             raise ConfigError("no metric left to score external videos",
                               fix="pass --metrics psnr,ssim,fid (coefficient metrics need a video extractor)")
     chosen, more = harness.resolve_metrics(wanted, task, options, device)
-    kept: list[object] = []
+    kept: list[MetricChoice] = []
     for choice in chosen:
         if getattr(choice.instance, "frame_level", True):
             kept.append(choice)
@@ -339,8 +342,8 @@ def _reference_image(gt_root: Path, pair: VideoPair, decoder: str) -> torch.Tens
     return next(iter(read_frames(pair.gt, 1, decoder)))[0]
 
 
-def _score_pair(pair: VideoPair, index: int, gt_root: Path, metrics: dict[str, object],
-                batch_size: int, decoder: str, device: str) -> object:
+def _score_pair(pair: VideoPair, index: int, gt_root: Path, metrics: dict[str, Metric],
+                batch_size: int, decoder: str, device: str) -> ClipResult:
     """Stream one pair through the metrics; a ``harness.ClipResult`` with per-clip states.
 
     Both videos are decoded in background threads (bounded queues), so decoding
@@ -356,7 +359,7 @@ def _score_pair(pair: VideoPair, index: int, gt_root: Path, metrics: dict[str, o
 
     t0 = time.perf_counter()
     for m in metrics.values():
-        m.reset()  # type: ignore[attr-defined]
+        m.reset()
     kwargs_of = {n: harness._update_kwargs(m) for n, m in metrics.items()}
     gt_sha = file_sha256(pair.gt)
     needs_ref = any("reference" in kw[0] for kw in kwargs_of.values())
@@ -387,20 +390,20 @@ def _score_pair(pair: VideoPair, index: int, gt_root: Path, metrics: dict[str, o
                     kw = {i: avail[i] for i in inputs if i in avail}
                     if takes_key:
                         kw["gt_key"] = key
-                    m.update(**kw)  # type: ignore[attr-defined]
+                    m.update(**kw)
                 done += b
     finally:
         pred_stream.close()
         gt_stream.close()
     if done == 0:
         raise harness.ClipFailure(f"{pair.pred.name}: no frames decoded")
-    states = {name: m.state() for name, m in metrics.items()}  # type: ignore[attr-defined]
+    states = {name: m.state() for name, m in metrics.items()}
     values: dict[str, float] = {}
     for name, m in metrics.items():
         if not harness._per_clip_values(name, m):
             continue
         try:
-            vals = m.compute_state(states[name])  # type: ignore[attr-defined]
+            vals = m.compute_state(states[name])
         except Exception:  # a per-clip value may be undefined; the pooled one still is
             continue
         values.update({k: float(v) for k, v in vals.items()})
@@ -455,7 +458,7 @@ def evaluate_videos(
         raise InputError(Path(pred_dir), "no valid prediction/ground-truth pair to score:\n" + pairing.report())
     device = harness.resolve_device(device)
     choices, skipped = _choose_metrics(metrics, task, device)
-    instances = {c.name: c.instance for c in choices}  # type: ignore[attr-defined]
+    instances: dict[str, Metric] = {c.name: c.instance for c in choices}
     gt_root = Path(gt_dir)
     method = name or Path(pred_dir).resolve().name
     pred_hash = _folder_hash([p.pred for p in pairing.pairs])
@@ -472,7 +475,7 @@ def evaluate_videos(
         "driver": external,
         "renderer": dict(external),
         "postproc": [],
-        "metrics": [harness._metric_spec(c) for c in choices],  # type: ignore[arg-type]
+        "metrics": [harness._metric_spec(c) for c in choices],
         "seed": int(seed),
         "batch_size": int(batch_size),
         "precision": "fp32",
@@ -482,7 +485,7 @@ def evaluate_videos(
     cid = harness.cell_id(spec)
 
     start = time.perf_counter()
-    clips = []
+    clips: list[ClipResult] = []
     for index, pair in enumerate(pairing.pairs):
         try:
             clips.append(_score_pair(pair, index, gt_root, instances, batch_size, decoder, device))
