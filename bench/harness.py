@@ -160,13 +160,22 @@ class ComponentChoice:
             from .registry import resolve_target
 
             factory_version = str(getattr(resolve_target(entry.spec.target), "version", "") or "")
-        return {
+        out = {
             "name": self.name,
             "version": entry.spec.version,
             "impl_version": factory_version,
             "options": _options_for_spec({**entry.spec.defaults, **self.options}),
             "plugin": entry.plugin,
         }
+        # Components reading input files (the `videos` renderer) hash them into the spec,
+        # so changed files make a new cell: factory.spec_content(name, options) -> str.
+        with contextlib.suppress(AttributeError, BenchError):
+            from .registry import resolve_target
+
+            hasher = getattr(resolve_target(entry.spec.target), "spec_content", None)
+            if callable(hasher):
+                out["content"] = hasher(self.name, {**entry.spec.defaults, **self.options})
+        return out
 
     def build(self) -> Any:
         import bench

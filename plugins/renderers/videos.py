@@ -43,6 +43,19 @@ class VideosRenderer:
         self.batch_size = int(batch_size)
         self.decoder = decoder
 
+    @staticmethod
+    def spec_content(name: str, options: dict[str, Any]) -> str:
+        """Content hash of the folder's videos (part of the cell spec: new files, new cell)."""
+        from bench.evaluate import _folder_hash
+        from bench.registry import split_name
+
+        root = options.get("root") or split_name(name)[1]
+        if not root or not Path(root).expanduser().is_dir():
+            raise InputError(root, "videos folder not found", fix="pass --renderer videos:DIR with an existing DIR")
+        folder = Path(root).expanduser()
+        folder = folder / "videos" if (folder / "videos").is_dir() else folder
+        return _folder_hash(sorted(folder.glob("*.mp4")))
+
     def path_for(self, uuid: str, role: str) -> Path:
         return self.root / f"{uuid}.{role}.mp4"
 
