@@ -305,7 +305,7 @@ def print_cell(console: Any, outcome: Any) -> None:
     for m in summary.get("metrics", []):
         ci = "-" if m["ci_low"] is None else f"[{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]"
         table.add_row(m["key"] + (f" ({m['label']})" if m.get("label") else ""), _fmt(m["value"]), ci,
-                      str(m["n_clips"]), str(m["n_failed"]), "higher" if m["higher_is_better"] else "lower",
+                      str(m["n_clips"]), str(m["n_failed"]), {None: "-", 1: "higher", 0: "lower"}.get(m["higher_is_better"], "-"),
                       m["backend"] or "")
     console.print(table)
     tp = summary.get("throughput", [])

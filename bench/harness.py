@@ -34,7 +34,7 @@ import random
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,11 +52,13 @@ if TYPE_CHECKING:
 #: Bump when the harness changes how numbers are produced (part of every cell id).
 HARNESS_VERSION = "1"
 
-#: The challenge metrics per task, in display order (SPEC section 7); names that
-#: are not registered are skipped and reported.
+#: The default metrics per task, in display order (SPEC section 7); names that are
+#: not registered are skipped and reported. CPBD and CSIM, also in the challenge's
+#: set, are opt-in (``--metrics``): on a CPU their offline backends cost more per
+#: frame than everything else in the default run together.
 CHALLENGE_METRICS: dict[str, tuple[str, ...]] = {
-    "talking": ("psnr", "ssim", "fid", "lmd", "expfd", "cpbd", "csim", "anglefd", "transfd"),
-    "listening": ("psnr", "ssim", "fid", "expfd", "cpbd", "csim", "anglefd", "transfd"),
+    "talking": ("psnr", "ssim", "fid", "lmd", "expfd", "anglefd", "transfd"),
+    "listening": ("psnr", "ssim", "fid", "expfd", "anglefd", "transfd"),
 }
 
 STAGES: tuple[str, ...] = ("driver", "render", "postproc", "metrics", "io")
@@ -105,20 +107,45 @@ def chain_label(chain: Sequence[str]) -> str:
     return "+".join(chain) if chain else "none"
 
 
-_HASH_CACHE: dict[tuple[str, int, int], str] = {}
+_HASH_CACHE: dict[str, str] = {}
+
+
+def _hash_memo_path() -> Path:
+    from .paths import cache_dir
+
+    return cache_dir("harness") / "weights-sha256.json"
 
 
 def weights_hash(path: str | Path) -> str:
-    """SHA-256 of a weights file, memoised per (path, size, mtime) for this process."""
+    """SHA-256 of a weights file (or of every file in a folder, by relative path).
+
+    Memoised per (path, size, mtime) in this process and in ``$BENCH_HOME/cache``,
+    so planning a finished grid again does not re-read large checkpoints.
+    """
     from .paths import file_sha256
 
     p = Path(path).expanduser().resolve()
+    if p.is_dir():
+        digest = hashlib.sha256()
+        for f in sorted(q for q in p.rglob("*") if q.is_file()):
+            digest.update(f"{f.relative_to(p)}:{weights_hash(f)}\n".encode())
+        return digest.hexdigest()
     if not p.is_file():
-        raise InputError(p, "weights file not found", fix="check the --renderer-weights path")
+        raise InputError(p, "weights file not found", fix="check the weights path you passed")
     st = p.stat()
-    key = (str(p), st.st_size, st.st_mtime_ns)
+    key = f"{p}|{st.st_size}|{st.st_mtime_ns}"
     if key not in _HASH_CACHE:
-        _HASH_CACHE[key] = file_sha256(p)
+        memo_path = _hash_memo_path()
+        try:
+            memo = json.loads(memo_path.read_text())
+        except (OSError, ValueError):
+            memo = {}
+        if key not in memo:
+            memo[key] = file_sha256(p)
+            tmp = memo_path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(memo))
+            tmp.replace(memo_path)
+        _HASH_CACHE[key] = memo[key]
     return _HASH_CACHE[key]
 
 
@@ -160,13 +187,19 @@ class ComponentChoice:
             from .registry import resolve_target
 
             factory_version = str(getattr(resolve_target(entry.spec.target), "version", "") or "")
+        options = {**entry.spec.defaults, **self.options}
         out = {
             "name": self.name,
             "version": entry.spec.version,
             "impl_version": factory_version,
-            "options": _options_for_spec({**entry.spec.defaults, **self.options}),
+            "options": _options_for_spec(options),
             "plugin": entry.plugin,
         }
+        if not _weights_of(options) and entry.spec.weights:
+            # default weights (no path given): hash what the component will load
+            status = entry.weights_status()
+            if status is not None and status.present and Path(status.where).exists():
+                out["weights_sha256"] = weights_hash(status.where)
         # Components reading input files (the `videos` renderer) hash them into the spec,
         # so changed files make a new cell: factory.spec_content(name, options) -> str.
         with contextlib.suppress(AttributeError, BenchError):
@@ -174,7 +207,7 @@ class ComponentChoice:
 
             hasher = getattr(resolve_target(entry.spec.target), "spec_content", None)
             if callable(hasher):
-                out["content"] = hasher(self.name, {**entry.spec.defaults, **self.options})
+                out["content"] = hasher(self.name, options)
         return out
 
     def build(self) -> Any:
@@ -880,10 +913,14 @@ def _select(samples: Sequence[Sample], limit: int | None, shard: int, n_shards: 
 
 
 def run_shard(payload: Mapping[str, Any], shard: int = 0, n_shards: int = 1,
-              options: RunOptions | None = None, on_event: EventCallback | None = None) -> ShardResult:
+              options: RunOptions | None = None, on_event: EventCallback | None = None,
+              *, skip: Collection[int] = (), on_clip: Callable[[ClipResult], None] | None = None,
+              ) -> ShardResult:
     """Run the clips of one shard of a cell; returns per-clip states and timings.
 
-    Models are built once here, then every clip streams through them.
+    Models are built once here, then every clip streams through them. ``skip``
+    holds clip indices already done (a resumed shard); ``on_clip`` receives each
+    clip's result as soon as it is complete (the store saves it then).
     """
     import torch
 
@@ -901,7 +938,7 @@ def run_shard(payload: Mapping[str, Any], shard: int = 0, n_shards: int = 1,
     if ds.content_hash() != spec["dataset"]["content_hash"]:
         raise ConfigError(f"dataset {payload['dataset_ref']!r} changed since the cell was planned")
     samples = ds.samples(spec["split"], task)
-    todo = _select(samples, spec["limit"], shard, n_shards)
+    todo = [(i, smp) for i, smp in _select(samples, spec["limit"], shard, n_shards) if i not in set(skip)]
 
     precision = spec["precision"]
     handles: dict[str, bool] = {}
@@ -979,6 +1016,8 @@ def run_shard(payload: Mapping[str, Any], shard: int = 0, n_shards: int = 1,
             clip.wall = time.perf_counter() - t0
             clip.seconds = dict(timer.seconds)
             results.append(clip)
+            if on_clip is not None:
+                on_clip(clip)
             if k >= warm_clips and clip.error is None:
                 for s, v in timer.seconds.items():
                     total.seconds[s] += v
@@ -1214,8 +1253,12 @@ def run_work_item(item: WorkItem) -> dict[str, Any]:
     options = RunOptions(**payload.get("options", {}))
     store = Store(payload["store"])
     try:
+        # Clips are saved one by one as they finish (invisible until the cell is
+        # finished), so a killed shard resumes at its first missing clip.
+        done = store.done_clips(item.cell_id, item.n_shards, item.shard)
         res = run_shard(payload["cell"], item.shard, item.n_shards, options,
-                        on_event=payload.get("on_event"))
+                        on_event=payload.get("on_event"), skip=done,
+                        on_clip=lambda clip: store.write_clip(item.cell_id, item.n_shards, item.shard, clip))
         store.write_shard(res, run_id=payload.get("run_id"))
     finally:
         store.close()
@@ -1295,7 +1338,7 @@ def run_plan(
                 if items:
                     executor.map(run_work_item, items)
                 summary = st.finish_cell(cell.id, n_shards, metrics=plan_.metric_instances,
-                                         n_resamples=n_resamples, seed=cell.spec["seed"])
+                                         n_resamples=n_resamples, seed=cell.spec["seed"], run_id=run_id)
                 outcomes.append(CellOutcome(cell, "finished", summary))
                 emit("cell_done", cell=cell.id, label=cell.label)
             status = "finished"
@@ -1340,4 +1383,3 @@ __all__ = [
     "run_work_item",
 ]
 
-_ = os  # os is kept for executors that read CUDA_VISIBLE_DEVICES through this module

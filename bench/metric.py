@@ -78,6 +78,10 @@ class Metric:
         self._defaults[name] = (default.clone(), reduce)
         self._state[name] = default.clone()
 
+    def reductions(self) -> dict[str, Reduce]:
+        """How each state field merges: ``"sum"`` or ``"cat"``."""
+        return {name: reduce for name, (_, reduce) in self._defaults.items()}
+
     def reset(self) -> None:
         self._state = {k: d.clone() for k, (d, _) in self._defaults.items()}
 

@@ -65,9 +65,7 @@ def resample_indices(n_clips: int, n_resamples: int, seed: int) -> np.ndarray:
 
 
 def _reductions(metric: Metric) -> dict[str, str]:
-    # The base class keeps each field's reduction in ``_defaults`` (no public
-    # accessor yet); only read here.
-    return {name: reduce for name, (_, reduce) in metric._defaults.items()}
+    return dict(metric.reductions())
 
 
 def _resampled_states(
@@ -95,7 +93,7 @@ def _resampled_states(
             elif reduce == "sum":
                 total = torch.zeros_like(clip_states[0][key], dtype=torch.float64)
                 for clip in np.flatnonzero(counts[r]):
-                    total.add_(clip_states[clip][key].to(torch.float64), alpha=float(counts[r, clip]))
+                    total.add_(clip_states[int(clip)][key].to(torch.float64), alpha=float(counts[r, clip]))
                 merged[key] = total.to(dtype)
             else:  # "cat": concatenate the drawn clips, repeats included, in draw order
                 merged[key] = metric.merge([clip_states[i] for i in indices[r]])[key]

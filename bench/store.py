@@ -116,6 +116,13 @@ def _loads_states(blob: bytes | None) -> dict[str, dict[str, Any]]:
     return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
 
 
+def _directions(metric: Any) -> dict[str, bool | None]:
+    """Direction per output key; keys other than the metric's own are diagnostics (None)."""
+    if hasattr(metric, "directions"):
+        return dict(metric.directions())
+    return {getattr(metric, "name", ""): bool(getattr(metric, "higher_is_better", True))}
+
+
 def _nan_to_none(x: Any) -> Any:
     return None if isinstance(x, float) and (math.isnan(x) or math.isinf(x)) else x
 
@@ -223,21 +230,36 @@ class Store:
         rows = self.conn.execute("SELECT shard FROM shards WHERE cell_id=? AND n_shards=?", (cid, n_shards))
         return {int(r[0]) for r in rows}
 
+    def done_clips(self, cid: str, n_shards: int, shard: int) -> set[int]:
+        """Indices of clips of a shard already saved (by an interrupted earlier run)."""
+        rows = self.conn.execute("SELECT idx FROM clips WHERE cell_id=? AND n_shards=? AND shard=?",
+                                 (cid, n_shards, shard))
+        return {int(r[0]) for r in rows}
+
+    def write_clip(self, cid: str, n_shards: int, shard: int, clip: Any) -> None:
+        """One clip's row (its own transaction). Not visible in results until the cell finishes."""
+        with self.transaction() as c:
+            self._insert_clip(c, (cid, n_shards, shard), clip)
+
+    @staticmethod
+    def _insert_clip(c: sqlite3.Connection, key: tuple[str, int, int], clip: Any) -> None:
+        c.execute(
+            "INSERT OR REPLACE INTO clips (cell_id, n_shards, shard, idx, uuid, n_frames, metric_values, "
+            "states, error, wall_s, stage_seconds) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (*key, clip.index, clip.uuid, clip.n_frames,
+             json.dumps({k: _nan_to_none(v) for k, v in clip.values.items()}),
+             _dumps_states(clip.states) if clip.error is None else None,
+             clip.error, clip.wall, json.dumps(clip.seconds)),
+        )
+
     def write_shard(self, res: ShardResult, run_id: int | None = None) -> None:
-        """All clip rows of one shard and its completion mark, in one transaction."""
+        """The clip rows of one shard (those not saved yet) and its completion mark,
+        in one transaction."""
         key = (res.cell_id, res.n_shards, res.shard)
         with self.transaction() as c:
-            c.execute("DELETE FROM clips WHERE cell_id=? AND n_shards=? AND shard=?", key)
             c.execute("DELETE FROM shards WHERE cell_id=? AND n_shards=? AND shard=?", key)
             for clip in res.clips:
-                c.execute(
-                    "INSERT INTO clips (cell_id, n_shards, shard, idx, uuid, n_frames, metric_values, "
-                    "states, error, wall_s, stage_seconds) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (*key, clip.index, clip.uuid, clip.n_frames,
-                     json.dumps({k: _nan_to_none(v) for k, v in clip.values.items()}),
-                     _dumps_states(clip.states) if clip.error is None else None,
-                     clip.error, clip.wall, json.dumps(clip.seconds)),
-                )
+                self._insert_clip(c, key, clip)
             c.execute(
                 "INSERT INTO shards (cell_id, n_shards, shard, run_id, finished_at, device, frames, "
                 "wall_s, io_busy_s, warmup_clips, stage_seconds, peak_host_bytes, peak_device_bytes, "
@@ -256,7 +278,8 @@ class Store:
         return [(int(i), u, (_loads_states(s) if e is None else None), e) for i, u, s, e in rows]
 
     def finish_cell(self, cid: str, n_shards: int, *, metrics: Mapping[str, Any],
-                    n_resamples: int | None = None, seed: int = 0) -> dict[str, Any]:
+                    n_resamples: int | None = None, seed: int = 0,
+                    run_id: int | None = None) -> dict[str, Any]:
         """Merge the shards of a cell into its summary and mark it finished (one transaction).
 
         Clip states are merged in clip order whatever the sharding, so a cell run in
@@ -286,11 +309,13 @@ class Store:
                 continue
             values = metric.compute_state(metric.merge(states))
             cis = bootstrap_ci_values(metric, states, n_resamples=n_resamples, seed=seed)
+            directions = _directions(metric)
             for key, value in values.items():
                 low, high = cis.get(key, (None, None))
+                direction = directions.get(key)
                 summary_rows.append((cid, name, key, _nan_to_none(float(value)), _nan_to_none(low),
                                      _nan_to_none(high), len(states), n_failed,
-                                     int(bool(getattr(metric, "higher_is_better", True))),
+                                     None if direction is None else int(direction),
                                      meta.get("backend", str(getattr(metric, "backend", ""))),
                                      meta.get("label", "")))
         stage_tot: dict[str, float] = {}
@@ -316,8 +341,8 @@ class Store:
                 c.execute("INSERT INTO throughput VALUES (?,?,?,?,?)", (cid, stage, secs, frames, fps))
             c.execute(
                 "UPDATE cells SET status='finished', n_shards=?, finished_at=?, peak_host_bytes=?, "
-                "peak_device_bytes=? WHERE id=?",
-                (n_shards, time.time(), peak_host, max(dev_peaks) if dev_peaks else None, cid),
+                "peak_device_bytes=?, run_id=? WHERE id=?",
+                (n_shards, time.time(), peak_host, max(dev_peaks) if dev_peaks else None, run_id, cid),
             )
         return self.summary(cid)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ import torch
 from bench.contracts import DriverBatch, NormStats
 from bench.hookspecs import hookimpl
 from bench.metric import Metric
-from bench.registry import ComponentSpec
+from bench.registry import ComponentSpec, WeightsStatus
 
 H = W = 16
 F = 8
@@ -280,9 +281,18 @@ def bench_add_datasets() -> dict[str, ComponentSpec]:
     return {"fake-ds": ComponentSpec(f"{_M}:FakeDataset", positional="root")}
 
 
+def fake_weights_status() -> WeightsStatus:
+    """Default weights of ``fake-rig-w``: the file named by $FAKE_RIG_WEIGHTS."""
+    where = os.environ.get("FAKE_RIG_WEIGHTS", "/nonexistent")
+    return WeightsStatus(Path(where).is_file(), where, "set FAKE_RIG_WEIGHTS")
+
+
 @hookimpl
 def bench_add_renderers() -> dict[str, ComponentSpec]:
-    return {"fake-rig": ComponentSpec(f"{_M}:FakeRenderer", version="1")}
+    return {
+        "fake-rig": ComponentSpec(f"{_M}:FakeRenderer", version="1"),
+        "fake-rig-w": ComponentSpec(f"{_M}:FakeRenderer", weights=f"{_M}:fake_weights_status"),
+    }
 
 
 @hookimpl

@@ -30,7 +30,8 @@ def _visible(item: WorkItem) -> str:
 
 def test_local_executor_sequential_in_process() -> None:
     ex = bench.load("executor", "local", workers=1)
-    assert isinstance(ex, Executor) and ex.in_process
+    assert isinstance(ex, Executor)
+    assert ex.in_process  # type: ignore[attr-defined]
     assert ex.map(_square, [WorkItem("c", s, 6) for s in range(6)]) == [0, 1, 4, 9, 16, 25]
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from bench_plugins.metrics.psnr import PSNR, psnr_per_frame
+from bench_plugins.metrics.ssim import SSIM, ssim_per_frame
 
 import bench
 from bench.errors import InputError
-from bench_plugins.metrics.psnr import PSNR, psnr_per_frame
-from bench_plugins.metrics.ssim import SSIM, ssim_per_frame
 
 piq = pytest.importorskip("piq")
 skm = pytest.importorskip("skimage.metrics")

@@ -73,6 +73,8 @@ def test_resume_skips_finished_and_force_reruns(fakes: Path, tmp_path: Path) -> 
     assert len(tables["cells"]) == 2 and len(tables["clips"]) == 2 * len(CLIPS)
     assert (tables["cells"]["status"] == "finished").all()
     assert set(tables["runs"]["status"]) == {"finished"}
+    with Store(db) as st:  # each cell points at the run that finished it (the forced rerun)
+        assert {r[0] for r in st.conn.execute("SELECT run_id FROM cells")} == {int(tables["runs"]["id"].max())}
 
 
 def test_concurrent_runs_share_one_store(fakes: Path, tmp_path: Path) -> None:
@@ -122,29 +124,36 @@ def test_half_done_cell_is_invisible_and_completes(fakes: Path, tmp_path: Path) 
 
 
 _RUN = [sys.executable, "-m", "bench.cli", "run", "--driver", "fake-noisy", "--renderer", "fake-rig",
-        "--metrics", "fake-psnr,fake-l1,fake-means", "--batch-size", "4", "--shards", "5", "-q",
+        "--metrics", "fake-psnr,fake-l1,fake-means", "--batch-size", "4", "-q",
         "--renderer-opt", "fake-rig.delay=0.05", "--bootstrap", "50"]
 
 
-@pytest.mark.parametrize("sig", [pytest.param(signal.SIGINT, marks=pytest.mark.slow), signal.SIGKILL])
+def _count(db: Path, sql: str) -> int:
+    try:
+        con = sqlite3.connect(db, timeout=1)
+        try:
+            return int(con.execute(sql).fetchone()[0])
+        finally:
+            con.close()
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+
+
+@pytest.mark.parametrize(("sig", "shards"), [
+    pytest.param(signal.SIGINT, 5, marks=pytest.mark.slow),  # killed between shards
+    (signal.SIGKILL, 1),  # killed inside a shard: resumes at the first missing clip
+])
 def test_killed_mid_cell_store_consistent_and_rerun_identical(fakes: Path, tmp_path: Path,
-                                                              sig: signal.Signals) -> None:
+                                                              sig: signal.Signals, shards: int) -> None:
     db = tmp_path / "killed.db"
-    cmd = [*_RUN, "--dataset", f"fake-ds:{fakes}", "--store", str(db)]
+    cmd = [*_RUN, "--shards", str(shards), "--dataset", f"fake-ds:{fakes}", "--store", str(db)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
-    deadline = time.time() + 60
-    shards = 0
+    probe = "SELECT count(*) FROM shards" if shards > 1 else "SELECT count(*) FROM clips"
+    deadline = time.time() + 90
     while time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
-        if db.exists():
-            try:
-                con = sqlite3.connect(db, timeout=1)
-                shards = con.execute("SELECT count(*) FROM shards").fetchone()[0]
-                con.close()
-            except sqlite3.OperationalError:
-                continue
-            if shards >= 1:
-                break
+        if db.exists() and _count(db, probe) >= 1:
+            break
     assert proc.poll() is None, proc.communicate()
     proc.send_signal(sig)
     proc.wait(timeout=30)
@@ -152,17 +161,22 @@ def test_killed_mid_cell_store_consistent_and_rerun_identical(fakes: Path, tmp_p
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert con.execute("SELECT status FROM cells").fetchone()[0] == "planned"
     assert con.execute("SELECT count(*) FROM summaries").fetchone()[0] == 0
-    n_shards = con.execute("SELECT count(*) FROM shards").fetchone()[0]
-    assert 1 <= n_shards < 5
+    saved = dict(con.execute("SELECT uuid, wall_s FROM clips").fetchall())
+    assert 1 <= len(saved) < len(CLIPS)
     if sig == signal.SIGINT:
         assert con.execute("SELECT status FROM runs").fetchone()[0] == "interrupted"
     con.close()
+    assert bench.results(str(db))["clips"].empty  # nothing of an unfinished cell is visible
     rerun = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), timeout=120)
     assert rerun.returncode == 0, rerun.stderr
+    con = sqlite3.connect(db)
+    after = dict(con.execute("SELECT uuid, wall_s FROM clips").fetchall())
+    con.close()
+    assert {u: after[u] for u in saved} == saved  # saved clips were kept, not recomputed
     # the same cell run cleanly in this process (same spec, so the same cell id)
     clean_db = tmp_path / "clean.db"
     p = harness.plan(**plan_args(fakes, drivers=["fake-noisy"], renderer_options={"fake-rig": {"delay": 0.05}}))
-    harness.run_plan(p, clean_db, n_resamples=50)
+    harness.run_plan(p, clean_db, n_shards=shards, n_resamples=50)
     a = bench.results(str(db))["summaries"]
     b = bench.results(str(clean_db))["summaries"]
     assert a["cell_id"].iloc[0] == p.cells[0].id

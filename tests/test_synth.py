@@ -32,7 +32,8 @@ def _tree_hashes(root: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return synth.synthesize(tmp_path_factory.mktemp("mini") / "vico-mini", seed=0, progress=False, **SMALL)
+    return synth.synthesize(tmp_path_factory.mktemp("mini") / "vico-mini", seed=0, progress=False,
+                            workers=1, **SMALL)
 
 
 def _rows(root: Path, split: str) -> list[dict[str, str]]:
@@ -56,7 +57,8 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def small_again(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return synth.synthesize(tmp_path_factory.mktemp("mini2") / "vico-mini", seed=0, progress=False, **SMALL)
+    return synth.synthesize(tmp_path_factory.mktemp("mini2") / "vico-mini", seed=0, progress=False,
+                            workers=1, **SMALL)
 
 
 def _flatten(obj: object) -> list[np.ndarray]:
@@ -80,6 +82,12 @@ def test_same_seed_gives_identical_files(small: Path, small_again: Path) -> None
         a = _flatten(torch.load(small / name, weights_only=False))
         b = _flatten(torch.load(small_again / name, weights_only=False))
         assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True)), name
+
+
+@pytest.mark.slow  # spawning worker processes costs ~10 s each on a busy machine
+def test_output_does_not_depend_on_workers(small: Path, tmp_path: Path) -> None:
+    parallel = synth.synthesize(tmp_path / "parallel", seed=0, progress=False, workers=2, **SMALL)
+    assert _tree_hashes(small) == _tree_hashes(parallel)
 
 
 def test_torch_and_mat_files_are_byte_identical(small: Path, small_again: Path) -> None:
@@ -226,7 +234,8 @@ def test_ensure_vico_mini_generates_once_atomically(bench_home: Path, monkeypatc
 
     def small_synthesize(out: Path, *, seed: int = 0, progress: bool = True) -> Path:
         calls.append(out)
-        return real(out, seed=seed, progress=False, n_pairs=3, seconds=(0.5, 0.5), n_identities=2)
+        return real(out, seed=seed, progress=False, n_pairs=3, seconds=(0.5, 0.5), n_identities=2,
+                    workers=1)
 
     monkeypatch.setattr(synth, "synthesize", small_synthesize)
     path = synth.ensure_vico_mini(progress=False)
@@ -262,3 +271,30 @@ def test_full_size_generation(tmp_path: Path) -> None:
         n = probe(root / "videos" / f"{row['uuid']}.speaker.mp4").n_frames
         assert 4 * 30 <= n <= 8 * 30
     print(f"vico-mini generated in {elapsed:.1f} s")
+
+
+def test_the_vico_reader_reads_it(small: Path, bench_home: Path) -> None:
+    """The data layer's reader, validator and statistics agree with the generated files."""
+    from bench.data.check import check_dataset
+    from bench.data.stats import compute_stats
+    from bench.data.vico import ViCoDataset
+
+    report = check_dataset(small)
+    assert report.ok, [str(p) for p in report.problems]
+    dataset = ViCoDataset(small)
+    listening = dataset.samples("test", "listening")
+    assert len(listening) == 1
+    sample = listening[0]
+    mat = scipy.io.loadmat(small / "recons" / f"{sample.uuid}.listener.mat")
+    gt = sample.gt_coeffs()
+    assert gt is not None
+    np.testing.assert_array_equal(gt.numpy(), _driver_order(mat))
+    assert sample.attitude in ("positive", "neutral", "negative")
+    assert sample.audio_features().shape == (sample.n_frames, 45)
+    stats = compute_stats(small, "train")
+    files = torch.load(small / "video_feats_mean_std.bin", weights_only=False)
+    np.testing.assert_allclose(stats.video["angle.exp.trans"]["mean"], files["angle.exp.trans"]["mean"].numpy(),
+                               rtol=1e-5, atol=1e-6)
+    audio = torch.load(small / "audio_feats_mean_std.bin", weights_only=False)
+    np.testing.assert_allclose(stats.audio["mean"], audio["mean"].numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(stats.audio["std"], audio["std"].numpy(), rtol=1e-3, atol=1e-4)

@@ -64,13 +64,14 @@ ATTITUDE_CYCLE = ("positive", "neutral", "negative")
 _PHOTO_FACE_CENTRE = (222.0, 122.0)
 _PHOTO_FACE_RADIUS = 65.0
 _PHOTO_ELLIPSES = (  # (cx, cy, rx, ry)
-    (226.0, 78.0, 76.0, 64.0),  # hair
-    (223.0, 128.0, 50.0, 64.0),  # face
+    (226.0, 80.0, 73.0, 60.0),  # hair
+    (222.0, 126.0, 45.0, 62.0),  # face
     (222.0, 190.0, 40.0, 40.0),  # neck
 )
 _PHOTO_TORSO = (
-    (112.0, 165.0), (305.0, 160.0), (335.0, 250.0), (365.0, 330.0), (372.0, 512.0),
-    (14.0, 512.0), (24.0, 310.0), (70.0, 270.0), (112.0, 230.0),
+    (165.0, 160.0), (255.0, 160.0), (267.0, 171.0), (287.0, 187.0), (300.0, 213.0), (304.0, 242.0),
+    (340.0, 262.0), (365.0, 330.0), (372.0, 512.0), (14.0, 512.0), (24.0, 310.0),
+    (60.0, 275.0), (110.0, 240.0), (116.0, 195.0), (135.0, 172.0),
 )
 
 # Vowel formants (F1, F2, F3) in Hz and lip rounding (drives the pucker component).
@@ -542,7 +543,8 @@ def _recon(coeffs: np.ndarray, fixed: np.ndarray, size: int) -> tuple[np.ndarray
 
 
 def synthesize(out: Path, *, seed: int = 0, progress: bool = True, n_pairs: int = N_PAIRS,
-               seconds: tuple[float, float] = SECONDS, n_identities: int = N_IDENTITIES) -> Path:
+               seconds: tuple[float, float] = SECONDS, n_identities: int = N_IDENTITIES,
+               workers: int = 1) -> Path:
     """Write a vico-mini dataset to ``out`` (created; must be empty or absent).
 
     Args:
@@ -551,6 +553,10 @@ def synthesize(out: Path, *, seed: int = 0, progress: bool = True, n_pairs: int 
         progress: show a progress bar.
         n_pairs, seconds, n_identities: size (the defaults make the standard vico-mini;
             tests use smaller sets).
+        workers: processes rendering clips in parallel; the output does not depend on
+            it. More than 1 uses ``multiprocessing`` spawn, which re-imports the caller's
+            ``__main__``: only use it from a script guarded by ``if __name__ == "__main__"``
+            (the default, 1, is safe everywhere).
 
     Returns:
         ``out``.
@@ -559,7 +565,7 @@ def synthesize(out: Path, *, seed: int = 0, progress: bool = True, n_pairs: int 
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; synthesize into a new folder")
     with _single_thread():
-        _synthesize(out, seed, progress, n_pairs, seconds, n_identities)
+        _synthesize(out, seed, progress, n_pairs, seconds, n_identities, workers)
     return out
 
 
@@ -578,55 +584,102 @@ def _single_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _synthesize(out: Path, seed: int, progress: bool, n_pairs: int,
-                seconds: tuple[float, float], n_identities: int) -> None:
+@dataclass
+class _ClipResult:
+    """What the statistics need from one rendered clip (train clips only)."""
+
+    index: int
+    coeffs: list[np.ndarray]  # (T,73) per role
+    fixed: list[np.ndarray]  # (T,187) per role
+    audio: np.ndarray  # (T,45)
+
+
+def _render_clip(out: Path, plan: ClipPlan, seed: int, n_identities: int) -> _ClipResult | None:
+    """Write every file of one clip; returns the train statistics' inputs (or None)."""
     from ..features.audio import audio_features
     from ..video import VideoWriter, to_uint8
+    from . import formats
+
+    with _single_thread():
+        identities = _identities(seed, n_identities)
+        rig = gt_rig()
+        samples, speaker, listener = clip_coefficients(plan, identities, seed)
+        wav = out / "audios" / f"{plan.uuid}.wav"
+        _write_wav(wav, samples, SAMPLE_RATE)
+        result = _ClipResult(plan.index, [], [], np.zeros((0, 45), np.float32))
+        for role, coeffs, who in (("speaker", speaker, plan.speaker), ("listener", listener, plan.listener)):
+            identity = identities[who]
+            stem = f"{plan.uuid}.{role}"
+            coeff, params = _recon(coeffs, identity.fixed, SIZE)
+            formats.write_recon_mat(out / "recons" / f"{stem}.mat", coeff, params)
+            feats = formats.video_feats_from_recon(coeff, params)
+            formats.write_video_feats(out / "video_feats" / f"{stem}.bin",
+                                      feats[formats.DYNAMIC_KEY], feats[formats.FIXED_KEY])
+            with VideoWriter(out / "videos" / f"{stem}.mp4", FPS) as writer:
+                for k, frames in enumerate(composite_frames(rig, identity, feats[formats.DYNAMIC_KEY])):
+                    pixels = to_uint8(frames)
+                    if k == 0:
+                        _save_jpeg(out / "first_frames" / f"{stem}.jpg", pixels[0] / 255.0)
+                    writer.write_uint8(pixels)
+            result.coeffs.append(feats[formats.DYNAMIC_KEY])
+            result.fixed.append(feats[formats.FIXED_KEY])
+        if plan.split != "train":
+            return None
+        # from the written wav, so the statistics describe the 16-bit file a reader sees
+        result.audio = audio_features(wav, speaker.shape[0])
+        return result
+
+
+@functools.lru_cache(maxsize=4)
+def _identities(seed: int, n_identities: int) -> list[Identity]:
+    return [make_identity(i, seed) for i in range(n_identities)]
+
+
+def _synthesize(out: Path, seed: int, progress: bool, n_pairs: int,
+                seconds: tuple[float, float], n_identities: int, workers: int) -> None:
     from . import formats
 
     for sub in ("videos", "audios", "first_frames", "ref_images", "recons", "video_feats"):
         (out / sub).mkdir(parents=True, exist_ok=True)
 
-    identities = [make_identity(i, seed) for i in range(n_identities)]
+    identities = _identities(seed, n_identities)
     plans = plan_clips(seed, n_pairs, n_identities, seconds)
     used = sorted({p.speaker for p in plans} | {p.listener for p in plans})
     for i in used:
         _save_jpeg(out / "ref_images" / f"{identities[i].person_id}.jpg", identities[i].reference())
 
-    rig = gt_rig()
-    train_coeffs: list[np.ndarray] = []
-    train_fixed: list[np.ndarray] = []
-    train_audio: list[np.ndarray] = []
+    # Clips are independent (each has its own seeded Generator), so rendering them in
+    # parallel processes changes nothing in the output; results are put back in plan order.
+    results: list[_ClipResult] = []
     bar = _progress(progress, len(plans))
     try:
-        for plan in plans:
-            samples, speaker, listener = clip_coefficients(plan, identities, seed)
-            _write_wav(out / "audios" / f"{plan.uuid}.wav", samples, SAMPLE_RATE)
-            for role, coeffs, who in (("speaker", speaker, plan.speaker), ("listener", listener, plan.listener)):
-                identity = identities[who]
-                stem = f"{plan.uuid}.{role}"
-                coeff, params = _recon(coeffs, identity.fixed, SIZE)
-                formats.write_recon_mat(out / "recons" / f"{stem}.mat", coeff, params)
-                feats = formats.video_feats_from_recon(coeff, params)
-                formats.write_video_feats(out / "video_feats" / f"{stem}.bin",
-                                          feats[formats.DYNAMIC_KEY], feats[formats.FIXED_KEY])
-                with VideoWriter(out / "videos" / f"{stem}.mp4", FPS) as writer:
-                    for k, frames in enumerate(composite_frames(rig, identity, feats[formats.DYNAMIC_KEY])):
-                        pixels = to_uint8(frames)
-                        if k == 0:
-                            _save_jpeg(out / "first_frames" / f"{stem}.jpg", pixels[0] / 255.0)
-                        writer.write_uint8(pixels)
-                if plan.split == "train":
-                    train_coeffs.append(feats[formats.DYNAMIC_KEY])
-                    train_fixed.append(feats[formats.FIXED_KEY])
-            if plan.split == "train":
-                train_audio.append(audio_features((samples.astype(np.float64), SAMPLE_RATE),
-                                                  speaker.shape[0]))
-            if bar is not None:
-                bar.advance(plan.uuid)
+        if workers <= 1:
+            for plan in plans:
+                result = _render_clip(out, plan, seed, n_identities)
+                if result is not None:
+                    results.append(result)
+                if bar is not None:
+                    bar.advance(plan.uuid)
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            context = multiprocessing.get_context("spawn")  # never fork a process holding torch threads
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+                futures = {pool.submit(_render_clip, out, plan, seed, n_identities): plan for plan in plans}
+                for future in as_completed(futures):
+                    result = future.result()
+                    if result is not None:
+                        results.append(result)
+                    if bar is not None:
+                        bar.advance(futures[future].uuid)
     finally:
         if bar is not None:
             bar.close()
+    results.sort(key=lambda r: r.index)
+    train_coeffs = [c for r in results for c in r.coeffs]
+    train_fixed = [f for r in results for f in r.fixed]
+    train_audio = [r.audio for r in results]
 
     for split in ("train", "val", "test"):
         rows = [formats.SplitRow(p.video_id, p.uuid, identities[p.speaker].person_id,

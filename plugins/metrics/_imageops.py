@@ -85,14 +85,18 @@ def check_frames(metric: str, frames: torch.Tensor, gt_frames: torch.Tensor | No
 def cached_array(
     folder: tuple[str, ...], key: str, shape: tuple[int, ...], compute: Callable[[], np.ndarray]
 ) -> np.ndarray:
-    """``compute()`` memoised on disk at ``$BENCH_HOME/cache/<folder...>/<key>.npy``.
+    """``compute()`` memoised on disk at ``$BENCH_HOME/cache/<folder...>/<sha256(key)>.npy``.
 
-    A cached file of another shape is recomputed. Written atomically, because
-    shards running in parallel may fill the same cache.
+    Keys are arbitrary strings (the harness's contain ``/`` and ``:``), so the file
+    name is their hash. A cached file of another shape is recomputed. Written
+    atomically, because shards running in parallel may fill the same cache.
     """
+    import hashlib
+
     from bench.paths import cache_dir
 
-    path = cache_dir(*folder) / f"{key}.npy"
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:40]
+    path = cache_dir(*folder) / f"{digest}.npy"
     if path.is_file():
         try:
             cached = np.load(path)

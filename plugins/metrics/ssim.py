@@ -101,7 +101,7 @@ def ssim_per_frame(frames: torch.Tensor, gt_frames: torch.Tensor) -> torch.Tenso
             f"{KERNEL_SIZE}x{KERNEL_SIZE} window (after piq's downsampling by {f})",
             fix="evaluate frames of at least 11x11 pixels",
         )
-    b, c = x.shape[:2]
+    b = x.shape[0]
     # One pass over all five statistics: (b, 5, c, H, W).
     stats = torch.stack([x, y, x * x, y * y, x * y], dim=1)
     mu_x, mu_y, e_xx, e_yy, e_xy = _valid_window_sums(stats, gaussian_window()).unbind(1)
