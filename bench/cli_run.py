@@ -298,15 +298,19 @@ def print_cell(console: Any, outcome: Any) -> None:
     summary = outcome.summary or {}
     status = "[dim](finished earlier: skipped)[/]" if outcome.status == "skipped" else ""
     table = Table(title=f"{outcome.cell.label}  [dim]cell {outcome.cell.id}[/] {status}", title_justify="left")
-    for col in ("metric", "value", "95% CI", "clips", "failed", "better"):
-        table.add_column(col, justify="right" if col != "metric" else "left", no_wrap=True)
+    table.add_column("metric", no_wrap=True, overflow="ellipsis", max_width=26)
+    table.add_column("value", justify="right", no_wrap=True, min_width=7)
+    table.add_column("95% CI", justify="right", no_wrap=True, min_width=18)
+    for col in ("clips", "failed"):
+        table.add_column(col, justify="right", no_wrap=True)
     # backends are long provenance strings: the full text is in the store
-    table.add_column("backend", no_wrap=True, overflow="ellipsis", max_width=32)
+    table.add_column("backend", no_wrap=True, overflow="ellipsis", max_width=24)
     for m in summary.get("metrics", []):
         ci = "-" if m["ci_low"] is None else f"[{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]"
-        table.add_row(m["key"] + (f" ({m['label']})" if m.get("label") else ""), _fmt(m["value"]), ci,
-                      str(m["n_clips"]), str(m["n_failed"]), {None: "-", 1: "higher", 0: "lower"}.get(m["higher_is_better"], "-"),
-                      m["backend"] or "")
+        # which way is better; diagnostics (direction None) get no arrow
+        arrow = {None: "", 1: " ↑", 0: " ↓"}.get(m["higher_is_better"], "")
+        table.add_row(f"{m['key']}{arrow}" + (f" ({m['label']})" if m.get("label") else ""),
+                      _fmt(m["value"]), ci, str(m["n_clips"]), str(m["n_failed"]), m["backend"] or "")
     console.print(table)
     tp = summary.get("throughput", [])
     if tp:

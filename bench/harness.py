@@ -31,6 +31,7 @@ import math
 import os
 import queue
 import random
+import re
 import threading
 import time
 import traceback
@@ -607,6 +608,15 @@ class StageTimer:
             self.sync()
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
+    def call(self, name: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
+        """``fn(**kwargs)`` timed into ``name`` (used per metric inside the metrics stage)."""
+        start = time.perf_counter()
+        try:
+            return fn(**kwargs)
+        finally:
+            self.sync()
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
 
 class PeakMemory:
     """Peak resident memory of this process over a window (Linux VmHWM, reset per window)."""
@@ -735,6 +745,17 @@ class _Rebatcher:
             else:
                 self._have += int(item.shape[0])
         return self._have
+
+
+def gt_key(ds_hash: str, uuid: str, role: str, start: int | None = None, stop: int | None = None) -> str:
+    """Content key of a clip's ground truth (or of frames ``start:stop`` of it).
+
+    Dataset content hash + uuid + role + frame range; made of ``[A-Za-z0-9._-]`` only,
+    because metrics use it as a cache file name.
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", f"{uuid}.{role}")
+    key = f"{ds_hash[:16]}_{safe}"
+    return key if start is None else f"{key}_f{start}-{stop}"
 
 
 def rechunk(batches: Iterator[torch.Tensor], size: int) -> Iterator[torch.Tensor]:
@@ -1020,7 +1041,7 @@ def run_shard(payload: Mapping[str, Any], shard: int = 0, n_shards: int = 1,
                 on_clip(clip)
             if k >= warm_clips and clip.error is None:
                 for s, v in timer.seconds.items():
-                    total.seconds[s] += v
+                    total.seconds[s] = total.seconds.get(s, 0.0) + v
                 frames_counted += clip.n_frames
                 wall_counted += clip.wall
                 io_busy += busy
@@ -1032,7 +1053,7 @@ def run_shard(payload: Mapping[str, Any], shard: int = 0, n_shards: int = 1,
         for clip in results:
             if clip.error is None:
                 for s, v in clip.seconds.items():
-                    total.seconds[s] += v
+                    total.seconds[s] = total.seconds.get(s, 0.0) + v
                 frames_counted += clip.n_frames
                 wall_counted += clip.wall
         warm_clips = 0
@@ -1177,7 +1198,7 @@ def _run_clip(
                     gt_frames = gt_frames.to(device)
                     if writer is not None:
                         writer.write(frames)
-                key = f"{loader.ds_hash[:16]}/{sample.uuid}.{role}/{produced}:{produced + b}"
+                key = gt_key(loader.ds_hash, sample.uuid, role, produced, produced + b)
                 with timer.stage("metrics"):
                     for name, m in frame_metrics.items():
                         inputs, takes_key = kwargs_of[name]
@@ -1186,7 +1207,7 @@ def _run_clip(
                         kw = {i: avail[i] for i in inputs if i in avail}
                         if takes_key:
                             kw["gt_key"] = key
-                        m.update(**kw)
+                        timer.call(f"metrics.{name}", m.update, **kw)
                 produced += b
             extra = gt.leftover()
             if produced == 0:
@@ -1203,8 +1224,8 @@ def _run_clip(
                         raise ClipFailure(f"metric {name!r} needs {sorted(missing)} once per clip")
                     kw = {i: avail[i] for i in inputs}
                     if takes_key:
-                        kw["gt_key"] = f"{loader.ds_hash[:16]}/{sample.uuid}.{role}"
-                    m.update(**kw)
+                        kw["gt_key"] = gt_key(loader.ds_hash, sample.uuid, role)
+                    timer.call(f"metrics.{name}", m.update, **kw)
         if writer is not None:
             with timer.stage("io"):
                 writer.close()

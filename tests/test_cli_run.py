@@ -33,7 +33,9 @@ def test_run_prints_metrics_stores_and_skips_second_time(fakes: Path, tmp_path: 
             "--batch-size", "4", "--bootstrap", "20", "--limit", "3"]
     assert _run(argv) == 0
     out = capsys.readouterr().out
-    assert out.count("fake-psnr") == 4 and "95% CI" in out and "frames/s" in out
+    assert out.count("fake-psnr ↑") == 4 and out.count("fake-l1 ↓") == 4
+    assert out.count("metrics.fake-psnr") == 4  # per-metric time in the throughput table
+    assert "95% CI" in out and "frames/s" in out
     cells = bench.results(str(db))["cells"]
     assert len(cells) == 4 and (cells["status"] == "finished").all()
     assert _run(argv) == 0

@@ -223,7 +223,8 @@ def test_gt_key_and_clip_states(fakes: Path, tmp_path: Path) -> None:
     psnr = harness._METRIC_CACHE[next(k for k in harness._METRIC_CACHE if k.startswith("fake-psnr"))]
     keys = psnr.keys_seen[-5:]  # b2: 20 frames, rendered in 5s, metrics in batch_size 4
     h = cell.spec["dataset"]["content_hash"][:16]
-    assert keys == [f"{h}/b2.speaker/{i}:{i + 4}" for i in range(0, 20, 4)]
+    assert keys == [f"{h}_b2.speaker_f{i}-{i + 4}" for i in range(0, 20, 4)]
+    assert harness.gt_key("ab" * 20, "x/y z", "listener", 0, 8) == "abababababababab_x_y_z.listener_f0-8"
     st = res.clips[1].states["fake-means"]["means"]
     assert st.shape == (20,)
     assert res.clips[0].states["fake-psnr"]["n"] == 13 * 3 * 16 * 16
@@ -254,8 +255,11 @@ def test_throughput_excludes_warmup(fakes: Path) -> None:
     assert res.warmup_clips == 1
     assert res.frames == sum(c["n_frames"] for c in CLIPS[1:])
     assert set(harness.STAGES) <= set(res.stage_seconds)
+    per_metric = sum(v for k, v in res.stage_seconds.items() if k.startswith("metrics."))
+    assert {"metrics.fake-psnr", "metrics.fake-l1", "metrics.fake-means"} <= set(res.stage_seconds)
+    assert per_metric <= res.stage_seconds["metrics"] + 1e-6
     assert all(v >= 0 for v in res.stage_seconds.values())
-    assert res.wall >= sum(res.stage_seconds.values()) * 0.99
+    assert res.wall >= sum(v for k, v in res.stage_seconds.items() if "." not in k) * 0.99
     assert res.peak_host_bytes > 0
 
 
