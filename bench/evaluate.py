@@ -383,7 +383,9 @@ def _score_pair(pair: VideoPair, index: int, gt_root: Path, metrics: dict[str, M
                         f"{tuple(gt_frames.shape)}")
                 b = int(frames.shape[0])
                 frames, gt_frames = frames.to(device), gt_frames.to(device)
-                key = f"{gt_sha[:16]}.{decoder}/{pair.uuid}.{pair.role}/{done}:{done + b}"
+                # the harness's filename-safe key, with this GT file's hash (+ decoder) in
+                # place of the dataset hash: a second evaluation of the same GT hits the caches
+                key = harness.gt_key(f"{gt_sha[:16]}{decoder}", pair.uuid, pair.role, done, done + b)
                 avail = {"frames": frames, "gt_frames": gt_frames, "reference": reference}
                 for name, m in metrics.items():
                     inputs, takes_key = kwargs_of[name]
