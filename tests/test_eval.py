@@ -204,3 +204,33 @@ def test_split_csv_selects_clips(folders: tuple[Path, Path], tmp_path: Path, ben
     res = evaluate.evaluate_videos(pred, gt, "talking", split_csv=split, metrics=["psnr"], n_resamples=0)
     assert res.n_clips == 1 and res.spec["split"] == "one"
     assert res.pairing.warnings and "extra prediction" in res.pairing.warnings[0].problem
+
+
+def test_videos_renderer_streams_the_clip_file(folders: tuple[Path, Path], tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from bench_plugins.renderers.videos import VideosRenderer
+
+    import bench
+    from bench.errors import InputError
+
+    pred, _ = folders
+    renderer = bench.load("renderer", f"videos:{pred}", batch_size=4)
+    sample = SimpleNamespace(uuid="u2", role="speaker")
+    source = torch.zeros(3, SIZE, SIZE)
+    batches = list(renderer.render(source, torch.zeros(N_FRAMES, 73), sample=sample))
+    assert [b.shape[0] for b in batches] == [4, 4, 2]
+    assert torch.equal(torch.cat(batches), _cv2_frames(pred / "u2.speaker.mp4"))
+    with pytest.raises(InputError, match=f"clip has {N_FRAMES + 2}"):  # length must match the clip
+        list(renderer.render(source, torch.zeros(N_FRAMES + 2, 73), sample=sample))
+    with pytest.raises(InputError, match="no video for clip"):
+        list(renderer.render(source, torch.zeros(N_FRAMES, 73), sample=SimpleNamespace(uuid="zz", role="speaker")))
+    # the cell spec hashes the folder's videos: other files, other cell
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for p in pred.glob("*.mp4"):
+        (copy / p.name).write_bytes(p.read_bytes())
+    before = VideosRenderer.spec_content(f"videos:{copy}", {})
+    assert before == VideosRenderer.spec_content("videos", {"root": str(pred)})
+    _make(copy, {"u1": _pred_clip(5)})
+    assert VideosRenderer.spec_content(f"videos:{copy}", {}) != before
