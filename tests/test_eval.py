@@ -182,7 +182,7 @@ def test_second_evaluation_reuses_gt_fid_features(folders: tuple[Path, Path], tm
 
     def counting(self: object, frames: torch.Tensor) -> torch.Tensor:
         calls.append(int(frames.shape[0]))
-        return original(self, frames)  # type: ignore[arg-type]
+        return original(self, frames)
 
     monkeypatch.setattr(fid_module.FID, "features", counting)
     first = evaluate.evaluate_videos(pred, gt, "talking", metrics=["fid"], n_resamples=0)

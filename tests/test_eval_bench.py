@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -21,7 +22,7 @@ def _clip(seed: int) -> torch.Tensor:
 
 @pytest.mark.benchmark
 @pytest.mark.slow  # InceptionV3 at 299x299 on a shared 2-core CPU
-def test_eval_throughput_psnr_ssim_fid(benchmark: pytest.FixtureRequest, tmp_path: Path,
+def test_eval_throughput_psnr_ssim_fid(benchmark: Any, tmp_path: Path,
                                        bench_home: Path) -> None:
     from bench_plugins.metrics.inception import fid_weights_path
 
@@ -31,7 +32,7 @@ def test_eval_throughput_psnr_ssim_fid(benchmark: pytest.FixtureRequest, tmp_pat
     for i in range(N_CLIPS):
         video.write_video(gt / f"c{i}.speaker.mp4", [_clip(i)])
         video.write_video(pred / f"c{i}.speaker.mp4", [(_clip(i) + 0.05 * torch.randn(1)).clamp(0, 1)])
-    kwargs = {"metrics": ["psnr", "ssim", "fid"], "n_resamples": 0, "batch_size": 16, "device": "cpu"}
+    kwargs: dict[str, Any] = {"metrics": ["psnr", "ssim", "fid"], "n_resamples": 0, "batch_size": 16, "device": "cpu"}
     evaluate.evaluate_videos(pred, gt, "talking", **kwargs)  # warms the GT feature cache
     result = benchmark.pedantic(evaluate.evaluate_videos, args=(pred, gt, "talking"), kwargs=kwargs,
                                 rounds=1, iterations=1)
