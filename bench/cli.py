@@ -70,11 +70,13 @@ def main(argv: list[str] | None = None) -> None:
         code = app(args=argv, standalone_mode=False)
     except BenchError as exc:
         from rich.console import Console
+        from rich.markup import escape
 
         err = Console(stderr=True)
-        err.print(f"[bold red]error:[/] {exc.message}", highlight=False, markup=True)
+        # soft_wrap: never break a path or name across lines (copy-paste, grep)
+        err.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
         if exc.fix:
-            err.print(f"[bold]fix:[/] {exc.fix}", highlight=False)
+            err.print(f"[bold]fix:[/] {escape(exc.fix)}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

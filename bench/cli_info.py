@@ -14,6 +14,7 @@ from .registry import KINDS
 def register(app: typer.Typer) -> None:
     app.command("list")(list_components)
     app.command("doctor")(doctor)
+    app.command("throughput")(throughput)
 
 
 def list_components(
@@ -104,3 +105,33 @@ def doctor() -> None:
         mark = "[green]yes[/]" if status.present else "[red]no[/]"
         weights.add_row(f"{entry.kind} {entry.name}", mark, status.where + ("" if status.present else f"\n{status.how}"))
     console.print(weights)
+
+
+def throughput(
+    batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8,32",
+    precisions: Annotated[str, typer.Option(help="Comma-separated: fp32, bf16, fp16 (GPU).")] = "fp32,bf16",
+    size: Annotated[int, typer.Option(help="Frame size (square).")] = 256,
+    seconds: Annotated[float, typer.Option(help="Measuring time per setting.")] = 5.0,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda [default: cuda when present].")] = None,
+    weights: Annotated[str | None, typer.Option(help="PIRender checkpoint (random weights when absent: "
+                                               "speed does not depend on the values).")] = None,
+) -> None:
+    """PIRender frames/s per batch size and precision, and the fraction of the machine's
+    measured matrix-multiply peak that represents (~123 GFLOPs per 256x256 frame)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from bench_plugins.renderers.pirender import throughput_report
+
+    rows = throughput_report(
+        batch_sizes=[int(b) for b in batch_sizes.split(",") if b.strip()],
+        precisions=[p.strip() for p in precisions.split(",") if p.strip()],
+        size=size, seconds=seconds, device=device, weights=weights,
+    )
+    table = Table(title=f"PIRender throughput at {size}x{size}")
+    for col in ("precision", "batch", "frames/s", "GEMM GFLOP/s", "fraction of peak"):
+        table.add_column(col, justify="right")
+    for row in rows:
+        table.add_row(row["precision"], str(row["batch_size"]), f"{row['fps']:.2f}",
+                      f"{row['gemm_gflops']:.0f}", f"{row['peak_fraction']:.1%}")
+    Console().print(table)

@@ -115,6 +115,10 @@ def gate(
         table.add_row(r.cell, r.metric, _fmt(r.baseline), _fmt(r.current), _fmt(r.delta), r.allowed,
                       f"[{style}]{r.status}[/]" if style else r.status, r.note)
     console.print(table)
+    for r in result.regressions + result.missing:  # one plain, greppable line each (CI logs)
+        console.print(f"{r.status.upper()}: {r.metric} in {r.cell}: baseline {_fmt(r.baseline)} -> "
+                      f"current {_fmt(r.current)} (tolerance {r.allowed}) {r.note}".rstrip(),
+                      soft_wrap=True, highlight=False, markup=False)
     if junit:
         junit.write_text(to_junit(result))
     if markdown:

@@ -187,6 +187,8 @@ def run(
         if cells is not None and (driver or renderer or postproc):
             raise ConfigError(f"grid {gname!r} lists explicit cells; --driver/--renderer/--postproc "
                               "cannot be combined with it")
+        if cells is not None:  # a cell inherits the grid's renderer and chain unless it names its own
+            cells = [{"renderer": renderers[0], "postproc": postprocs[0], **c} for c in cells]
         if config is not None:
             console.print(f"[bold]grid[/] {gname}")
         outcomes = _run_grid(
@@ -223,7 +225,10 @@ def _run_grid(console: Any, *, store: Path, device: str, save_videos: Any, force
     ex = harness.get_executor(executor, **executor_options)
     options = harness.RunOptions(device=device, save_videos=str(save_videos) if save_videos else None,
                                  strict=strict)
-    progress = None if quiet or not console.is_terminal else _Progress(console, len(the_plan.cells))
+    progress: Any = None
+    if not quiet:
+        progress = (_Progress(console, len(the_plan.cells)) if console.is_terminal
+                    else _LineProgress(console, len(the_plan.cells)))
     try:
         if progress is not None:
             progress.start()
@@ -283,6 +288,37 @@ class _Progress:
             self.p.update(self.clips, advance=1, info=f"{fps:.1f} frames/s")
 
 
+class _LineProgress:
+    """Plain progress lines when the output is not a terminal (CI logs, pipes)."""
+
+    def __init__(self, console: Any, n_cells: int) -> None:
+        self.console, self.n_cells, self.done = console, n_cells, 0
+        self.clips, self.clip = 0, 0
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def event(self, kind: str, **info: Any) -> None:
+        say = self.console.print
+        if kind == "cell_start":
+            say(f"cell {self.done + 1}/{self.n_cells}: {info.get('label', '')}", markup=False,
+                highlight=False, soft_wrap=True)
+        elif kind in ("cell_done", "cell_skipped"):
+            self.done += 1
+            if kind == "cell_skipped":
+                say(f"skipped (finished): {info.get('label')}", markup=False, highlight=False, soft_wrap=True)
+        elif kind == "shard_start":
+            self.clips, self.clip = int(info.get("clips", 0)), 0
+        elif kind == "clip_done":
+            self.clip += 1
+            frames, seconds = int(info.get("frames", 0)), float(info.get("seconds", 0.0))
+            fps = f", {frames / seconds:.1f} frames/s" if seconds else ""
+            say(f"  clip {self.clip}/{self.clips}: {frames} frames{fps}", markup=False, highlight=False)
+
+
 def _fmt(x: Any, digits: int = 4) -> str:
     if x is None:
         return "-"
@@ -307,9 +343,9 @@ def print_cell(console: Any, outcome: Any) -> None:
     table.add_column("backend", no_wrap=True, overflow="ellipsis", max_width=24)
     for m in summary.get("metrics", []):
         ci = "-" if m["ci_low"] is None else f"[{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]"
-        # which way is better; diagnostics (direction None) get no arrow
-        arrow = {None: "", 1: " ↑", 0: " ↓"}.get(m["higher_is_better"], "")
-        table.add_row(f"{m['key']}{arrow}" + (f" ({m['label']})" if m.get("label") else ""),
+        hib = m["higher_is_better"]
+        arrow = "" if hib is None else ("↑" if hib else "↓")  # which way is better
+        table.add_row(f"{m['key']} {arrow}".strip() + (f" ({m['label']})" if m.get("label") else ""),
                       _fmt(m["value"]), ci, str(m["n_clips"]), str(m["n_failed"]), m["backend"] or "")
     console.print(table)
     tp = summary.get("throughput", [])

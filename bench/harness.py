@@ -300,25 +300,9 @@ def open_dataset(ref: Any) -> Dataset:
     key = str(ref)
     if key in _DATASETS:
         return _DATASETS[key]
-    try:
-        from .data import open_dataset as _open
-    except ImportError:
-        _open = None
-    if _open is not None:
-        ds = _open(key)
-    else:
-        import bench
-        import bench.plugins
+    from .data import open_dataset as _open
 
-        registry = bench.plugins.session().registry
-        base = key.split(":", 1)[0]
-        if base in registry.names("dataset"):
-            ds = bench.load("dataset", key)
-        elif Path(key).exists() and "vico" in registry.names("dataset"):
-            ds = bench.load("dataset", "vico", root=key)
-        else:
-            registry.get("dataset", base)  # raises "unknown dataset ... did you mean"
-            raise InputError(key, "not a dataset name or folder")  # pragma: no cover
+    ds = _open(key)
     _DATASETS[key] = ds
     return ds
 

@@ -244,8 +244,9 @@ class FakeMeans(Metric):
     def update(self, frames: torch.Tensor) -> None:  # type: ignore[override]
         self._state["means"] = torch.cat([self._state["means"], frames.double().mean(dim=(1, 2, 3))])
 
-    def _compute(self, state: Mapping[str, torch.Tensor]) -> float:
-        return float(state["means"].mean())
+    def _compute(self, state: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        # a second, diagnostic output key (no direction)
+        return {"fake-means": float(state["means"].mean()), "fake-means_frames": float(state["means"].numel())}
 
 
 CLIPS: list[dict[str, Any]] = [

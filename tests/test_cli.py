@@ -25,3 +25,11 @@ def test_user_errors_exit_2_with_message(capsys: pytest.CaptureFixture[str]) -> 
         cli.main(["list", "drivers"])
     assert info.value.code == 2
     assert "Unknown component kind 'drivers'" in capsys.readouterr().err
+
+
+def test_throughput_command_reports_rows(capsys: pytest.CaptureFixture[str]) -> None:
+    cli.main(["throughput", "--batch-sizes", "1,2", "--precisions", "fp32", "--size", "32",
+              "--seconds", "0.05", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert "PIRender throughput at 32x32" in out
+    assert out.count("fp32") == 2  # one row per batch size

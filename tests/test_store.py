@@ -71,6 +71,9 @@ def test_resume_skips_finished_and_force_reruns(fakes: Path, tmp_path: Path) -> 
     assert [o.summary["metrics"] for o in forced] == [o.summary["metrics"] for o in first]
     tables = bench.results(str(db))
     assert len(tables["cells"]) == 2 and len(tables["clips"]) == 2 * len(CLIPS)
+    hib = tables["summaries"].set_index("key")["higher_is_better"]
+    assert hib["fake-psnr"].iloc[0] == 1 and hib["fake-l1"].iloc[0] == 0
+    assert hib["fake-means_frames"].isna().all()  # diagnostics have no direction
     assert (tables["cells"]["status"] == "finished").all()
     assert set(tables["runs"]["status"]) == {"finished"}
     with Store(db) as st:  # each cell points at the run that finished it (the forced rerun)

@@ -194,7 +194,7 @@ class NeuralDriver:
         with torch.no_grad():
             out = self.model(audio, init, speaker, att)
         # Step t predicts frame t+1; frame 0 is the given first frame.
-        return torch.cat([init[:, None, :], out[:, :-1]], dim=1).cpu()
+        return torch.cat([init[:, None, :], out[:, :-1]], dim=1).to(batch.audio.device)
 
     def normalise(self, coeffs: torch.Tensor) -> torch.Tensor:
         n = self.norm
@@ -265,7 +265,7 @@ class EnsembleDriver:
     def predict(self, batch: DriverBatch) -> torch.Tensor:
         """(B,T,73) denormalised: the mean of the members' normalised predictions."""
         self.check_audio_dim(int(batch.audio.shape[-1]))
-        preds = [m.predict(batch).float() for m in self.members]
+        preds = [m.predict(batch).float().to(batch.audio.device) for m in self.members]
         if self._ref is None:
             return torch.stack(preds).mean(0)
         z = torch.stack([self._ref.normalise(p) for p in preds]).mean(0)
@@ -286,28 +286,28 @@ def _checkpoint_list(checkpoints: Sequence[str | Path] | str | Path) -> list[Pat
 # ---- factories named in the registry -------------------------------------------------
 
 
-def lstm(checkpoint: str | None = None, **options: Any) -> NeuralDriver:
-    return NeuralDriver("lstm", checkpoint, **options)
+def lstm(checkpoint: str | None = None, *, device: str = "cpu", **options: Any) -> NeuralDriver:
+    return NeuralDriver("lstm", checkpoint, device=device, **options)
 
 
-def lstm_nobn(checkpoint: str | None = None, **options: Any) -> NeuralDriver:
-    return NeuralDriver("lstm-nobn", checkpoint, **options)
+def lstm_nobn(checkpoint: str | None = None, *, device: str = "cpu", **options: Any) -> NeuralDriver:
+    return NeuralDriver("lstm-nobn", checkpoint, device=device, **options)
 
 
-def lstm_nores(checkpoint: str | None = None, **options: Any) -> NeuralDriver:
-    return NeuralDriver("lstm-nores", checkpoint, **options)
+def lstm_nores(checkpoint: str | None = None, *, device: str = "cpu", **options: Any) -> NeuralDriver:
+    return NeuralDriver("lstm-nores", checkpoint, device=device, **options)
 
 
-def lstm_nodrop(checkpoint: str | None = None, **options: Any) -> NeuralDriver:
-    return NeuralDriver("lstm-nodrop", checkpoint, **options)
+def lstm_nodrop(checkpoint: str | None = None, *, device: str = "cpu", **options: Any) -> NeuralDriver:
+    return NeuralDriver("lstm-nodrop", checkpoint, device=device, **options)
 
 
-def vico_speaker(checkpoint: str | None = None, **options: Any) -> NeuralDriver:
-    return NeuralDriver("vico-speaker", checkpoint, **options)
+def vico_speaker(checkpoint: str | None = None, *, device: str = "cpu", **options: Any) -> NeuralDriver:
+    return NeuralDriver("vico-speaker", checkpoint, device=device, **options)
 
 
-def vico_listener(checkpoint: str | None = None, **options: Any) -> NeuralDriver:
-    return NeuralDriver("vico-listener", checkpoint, **options)
+def vico_listener(checkpoint: str | None = None, *, device: str = "cpu", **options: Any) -> NeuralDriver:
+    return NeuralDriver("vico-listener", checkpoint, device=device, **options)
 
 
 def shipped_ensemble(

@@ -20,6 +20,12 @@ Two named settings (SPEC 6):
   then ``> 0.8``; generated masks ``> 0.4``; median over the intersected masks; seam
   blur 5x5, sigma 8; frame 0 of a clip is the reference itself (its mask is ``R``).
 
+Any field of :class:`FusionSetting` can be overridden as an option
+(``ref_threshold=0.99, gen_threshold=0.95``). The official thresholds were set for the
+human-segmentation U2NET; the default ``u2netp-offline`` segmenter is a salient-object
+model with softer masks, and on vico-mini stricter thresholds (0.99 / 0.95) work
+better with it (see ``tests/test_postproc_vico.py``).
+
 Gaussian blurs use reflect padding and the kernel ``exp(-x^2/(2 sigma^2))``
 normalised, as ``torchvision.transforms.GaussianBlur``.
 """
@@ -104,6 +110,7 @@ class FusionPostProcessor:
             object with ``segment(frames (B,3,H,W) in [0,1]) -> (B,1,H,W)``, 1 = background.
         segmenter_options: options for building a named segmenter.
         device: where masks are computed (the run's device).
+        **overrides: fields of :class:`FusionSetting` to change (thresholds, blurs, window).
 
     ``segmenter_name`` records the segmenter used; a segmenter that cannot be built
     raises, fusion never falls back to another one.

@@ -254,7 +254,11 @@ class U2NetSegmenter:
         device: str | torch.device = "cpu",
         flip: bool = True,
         size: int = 320,
+        chunk: int = 4,
     ) -> None:
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        self.chunk = chunk
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.segmenter_name = name
@@ -265,6 +269,17 @@ class U2NetSegmenter:
 
     @torch.inference_mode()
     def segment(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B,3,H,W) in [0,1] -> (B,1,H,W) background probability in [0,1].
+
+        Frames go through the network ``chunk`` at a time: U2Net keeps dozens of
+        full-resolution feature maps alive, so activations grow by ~0.2 GB per
+        320x320 image (x2 with flips) and a whole harness batch at once thrashes memory.
+        """
+        if frames.shape[0] <= self.chunk:
+            return self._segment(frames)
+        return torch.cat([self._segment(part) for part in frames.split(self.chunk)])
+
+    def _segment(self, frames: torch.Tensor) -> torch.Tensor:
         height, width = frames.shape[-2:]
         x = (frames.to(self.device, torch.float32) - self.mean) / self.std
         x = F.interpolate(x, size=(self.size, self.size), mode="bicubic", align_corners=False)
@@ -287,8 +302,10 @@ def build_u2net_segmenter(
     device: str = "cpu",
     flip: bool = True,
     size: int = 320,
+    chunk: int = 4,
 ) -> U2NetSegmenter:
     """Factory of the ``u2net`` segmenter (default: U2NET with ``u2net_human_seg.pth``)."""
     path = Path(weights) if weights is not None else default_u2net_weights(arch)
     model = load_u2net(arch, path)
-    return U2NetSegmenter(model, name=f"u2net:{arch}:{path.name}", device=device, flip=flip, size=size)
+    return U2NetSegmenter(model, name=f"u2net:{arch}:{path.name}", device=device, flip=flip, size=size,
+                          chunk=chunk)
