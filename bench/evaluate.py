@@ -26,6 +26,9 @@ from .errors import ConfigError, InputError
 if TYPE_CHECKING:
     import torch
 
+    from .harness import ClipResult, MetricChoice
+    from .metric import Metric
+
 DECODERS = ("opencv", "pyav")
 
 
@@ -128,15 +131,15 @@ def pair_videos(pred_dir: str | Path, gt_dir: str | Path, task: str,
 
 def _check_pair(uuid: str, role: str, pred: Path, gt: Path, fps: float,
                 problems: list[Problem]) -> VideoPair | None:
-    infos = {}
+    infos = []  # a list, not a dict by path: pred and gt may be the same file
     for path in (pred, gt):
         try:
-            infos[path] = video.probe(path)
+            infos.append(video.probe(path))
         except InputError as exc:
             problems.append(Problem(path, f"unreadable ({exc.message.split(': ', 1)[-1]})"))
     if len(infos) < 2:
         return None
-    p, g = infos[pred], infos[gt]
+    p, g = infos
     ok = True
     if p.n_frames != g.n_frames:
         problems.append(Problem(pred, f"{p.n_frames} frames, ground truth has {g.n_frames} "
@@ -210,3 +213,335 @@ def decoder_difference(path: str | Path) -> DecoderDifference:
     mse = sq_sum / max(count, 1)
     psnr = math.inf if mse == 0 else -10 * math.log10(mse)
     return DecoderDifference(frames, max_abs, abs_sum / max(count, 1), psnr)
+
+
+# --------------------------------------------------------------------------- scoring
+#: Version of the external-video evaluation path (part of every eval cell id).
+EVAL_VERSION = "1"
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate_videos` produced.
+
+    ``values``/``cis`` are keyed by metric value key (``psnr``, ``lmd_no_face_frames``...);
+    ``cell_id``/``spec`` identify the cell written to the store (if one was given).
+    """
+
+    cell_id: str
+    spec: dict[str, object]
+    pairing: Pairing
+    values: dict[str, float]
+    cis: dict[str, tuple[float | None, float | None]]
+    directions: dict[str, bool | None]
+    labels: dict[str, str]
+    skipped: list[str]
+    n_clips: int
+    n_failed: int
+    frames: int
+    seconds: float
+    clip_errors: dict[str, str] = field(default_factory=dict)
+    stored: bool = False
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else float("nan")
+
+
+def _folder_hash(paths: list[Path]) -> str:
+    """SHA-256 over the names and bytes of ``paths`` (the scored files of a folder)."""
+    import hashlib
+
+    from .paths import file_sha256
+
+    digest = hashlib.sha256()
+    for path in sorted(paths, key=lambda p: p.name):
+        digest.update(f"{path.name}\0{file_sha256(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def _gt_dataset(gt_root: Path, gt_paths: list[Path]) -> dict[str, str]:
+    """The dataset entry of an eval cell: a ViCo root (vico-mini included) is named and
+    hashed as ``bench run`` does, so both kinds of cells share leaderboards; any other
+    folder is named after itself and hashed over its scored videos."""
+    import contextlib
+
+    name, content = gt_root.name, ""
+    if (gt_root / "videos").is_dir() and any(gt_root.glob("*.csv")):
+        with contextlib.suppress(Exception):
+            from .data.synth import vico_mini_dir
+            from .data.vico import ViCoDataset
+
+            is_mini = gt_root.resolve() == Path(vico_mini_dir(0)).resolve()
+            ds = ViCoDataset(gt_root, name="vico-mini" if is_mini else "vico")
+            name, content = ds.name, ds.content_hash()
+    if not content:
+        content = _folder_hash(gt_paths)
+    return {"name": name, "content_hash": content}
+
+
+def _video_coeff_extractor() -> str | None:
+    """A registered coefficient extractor that works on frames (source='video'), if any."""
+    import contextlib
+
+    import bench.plugins
+
+    from .registry import resolve_target
+
+    registry = bench.plugins.session().registry
+    for name in registry.names("coeff_extractor"):
+        with contextlib.suppress(Exception):
+            target = resolve_target(registry.get("coeff_extractor", name).spec.target)
+            if getattr(target, "source", None) == "video":
+                return name
+    return None
+
+
+#: Metrics scored from coefficients; on external videos only through a video extractor.
+COEFF_METRICS = ("expfd", "anglefd", "transfd")
+
+
+def _choose_metrics(names: list[str] | None, task: str, device: str) -> tuple[list[MetricChoice], list[str]]:
+    """Metric choices for external videos, and why any were skipped."""
+    from . import harness
+
+    extractor = _video_coeff_extractor()
+    why = ("needs coefficients: external videos have none and no coeff_extractor with "
+           "source=video is installed")
+    options: dict[str, dict[str, object]] = {}
+    if extractor is not None:
+        options = {n: {"extractor": extractor} for n in COEFF_METRICS}
+    skipped: list[str] = []
+    wanted = None
+    if names is not None:
+        wanted = [n for n in names if extractor is not None or n not in COEFF_METRICS]
+        skipped += [f"{n} ({why})" for n in names if n not in wanted]
+        if not wanted:
+            raise ConfigError("no metric left to score external videos",
+                              fix="pass --metrics psnr,ssim,fid (coefficient metrics need a video extractor)")
+    chosen, more = harness.resolve_metrics(wanted, task, options, device)
+    kept: list[MetricChoice] = []
+    for choice in chosen:
+        if getattr(choice.instance, "frame_level", True):
+            kept.append(choice)
+        else:  # clip-level metrics read coefficients, which external videos do not have
+            skipped.append(f"{choice.name} ({why})")
+    if not kept:
+        raise ConfigError("no metric left to score external videos",
+                          fix="pass --metrics psnr,ssim,fid (coefficient metrics need a video extractor)")
+    return kept, more + skipped
+
+
+def _reference_image(gt_root: Path, pair: VideoPair, decoder: str) -> torch.Tensor:
+    """(3,H,W) in [0,1]: ViCo's ``first_frames/{uuid}.{role}.jpg`` if present, else GT frame 0."""
+    image = gt_root / "first_frames" / f"{pair.uuid}.{pair.role}.jpg"
+    if image.is_file():
+        from .data.vico import read_image
+
+        return read_image(image)
+    return next(iter(read_frames(pair.gt, 1, decoder)))[0]
+
+
+def _score_pair(pair: VideoPair, index: int, gt_root: Path, metrics: dict[str, Metric],
+                batch_size: int, decoder: str, device: str) -> ClipResult:
+    """Stream one pair through the metrics; a ``harness.ClipResult`` with per-clip states.
+
+    Both videos are decoded in background threads (bounded queues), so decoding
+    overlaps metric work; metrics get aligned chunks of ``batch_size`` frames, and
+    ground-truth-side caches are keyed by the GT file's SHA-256 + decoder + frame range.
+    """
+    import time
+
+    import torch
+
+    from . import harness
+    from .paths import file_sha256
+
+    t0 = time.perf_counter()
+    for m in metrics.values():
+        m.reset()
+    kwargs_of = {n: harness._update_kwargs(m) for n, m in metrics.items()}
+    gt_sha = file_sha256(pair.gt)
+    needs_ref = any("reference" in kw[0] for kw in kwargs_of.values())
+    reference = _reference_image(gt_root, pair, decoder).to(device) if needs_ref else None
+    pred_stream = harness._Prefetch(lambda: harness.rechunk(read_frames(pair.pred, batch_size, decoder), batch_size))
+    gt_stream = harness._Prefetch(lambda: harness.rechunk(read_frames(pair.gt, batch_size, decoder), batch_size))
+    done = 0
+    try:
+        with torch.inference_mode():
+            while True:
+                frames, gt_frames = pred_stream.get(), gt_stream.get()
+                if frames is harness._DONE or gt_frames is harness._DONE:
+                    if frames is not gt_frames:
+                        raise harness.ClipFailure(
+                            f"{pair.pred.name}: decoded frame counts differ from the ground truth "
+                            f"after {done} frames")
+                    break
+                if frames.shape != gt_frames.shape:
+                    raise harness.ClipFailure(
+                        f"{pair.pred.name}: frames {done}..: shape {tuple(frames.shape)} vs ground truth "
+                        f"{tuple(gt_frames.shape)}")
+                b = int(frames.shape[0])
+                frames, gt_frames = frames.to(device), gt_frames.to(device)
+                # the harness's filename-safe key, with this GT file's hash (+ decoder) in
+                # place of the dataset hash: a second evaluation of the same GT hits the caches
+                key = harness.gt_key(f"{gt_sha[:16]}{decoder}", pair.uuid, pair.role, done, done + b)
+                avail = {"frames": frames, "gt_frames": gt_frames, "reference": reference}
+                for name, m in metrics.items():
+                    inputs, takes_key = kwargs_of[name]
+                    kw = {i: avail[i] for i in inputs if i in avail}
+                    if takes_key:
+                        kw["gt_key"] = key
+                    m.update(**kw)
+                done += b
+    finally:
+        pred_stream.close()
+        gt_stream.close()
+    if done == 0:
+        raise harness.ClipFailure(f"{pair.pred.name}: no frames decoded")
+    states = {name: m.state() for name, m in metrics.items()}
+    values: dict[str, float] = {}
+    for name, m in metrics.items():
+        if not harness._per_clip_values(name, m):
+            continue
+        try:
+            vals = m.compute_state(states[name])
+        except Exception:  # a per-clip value may be undefined; the pooled one still is
+            continue
+        values.update({k: float(v) for k, v in vals.items()})
+    clip = harness.ClipResult(index, pair.uuid, done, states, values)
+    clip.wall = time.perf_counter() - t0
+    return clip
+
+
+def evaluate_videos(
+    pred_dir: str | Path,
+    gt_dir: str | Path,
+    task: str,
+    *,
+    split_csv: str | Path | None = None,
+    name: str | None = None,
+    metrics: list[str] | None = None,
+    decoder: str = "opencv",
+    allow_partial: bool = False,
+    store: str | Path | None = None,
+    batch_size: int = 16,
+    device: str = "cpu",
+    n_resamples: int | None = None,
+    seed: int = 0,
+    pairing: Pairing | None = None,
+) -> EvalResult:
+    """Score a folder of ``{uuid}.{role}.mp4`` videos against the ground truth.
+
+    Pools as the challenge does (each metric's merged state over all frames of all
+    videos), bootstraps CIs over clips as the harness does, and (with ``store``)
+    writes one cell whose driver and renderer are the external method ``name`` and
+    whose spec holds the prediction folder's content hash, so it sits beside
+    ``bench run`` cells in ``bench.results``, leaderboards and gates.
+
+    Raises:
+        InputError: any fatal pairing problem (all listed in one message) unless
+            ``allow_partial``, in which case only the valid pairs are scored.
+    """
+    import time
+
+    from . import harness
+    from .store import Store, bootstrap_ci_values, run_environment
+
+    if decoder not in DECODERS:
+        raise ConfigError(f"unknown decoder {decoder!r}", fix=f"use one of {', '.join(DECODERS)}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    pairing = pairing or pair_videos(pred_dir, gt_dir, task, split_csv)
+    if pairing.fatal and not allow_partial:
+        raise InputError(Path(pred_dir), pairing.report(),
+                         fix="fix the files listed, or pass --allow-partial to score the valid pairs only")
+    if not pairing.pairs:
+        raise InputError(Path(pred_dir), "no valid prediction/ground-truth pair to score:\n" + pairing.report())
+    device = harness.resolve_device(device)
+    choices, skipped = _choose_metrics(metrics, task, device)
+    instances: dict[str, Metric] = {c.name: c.instance for c in choices}
+    gt_root = Path(gt_dir)
+    method = name or Path(pred_dir).resolve().name
+    pred_hash = _folder_hash([p.pred for p in pairing.pairs])
+    external = {
+        "name": method, "version": EVAL_VERSION, "impl_version": "",
+        "options": {"external": True, "pred_hash": pred_hash, "decoder": decoder},
+        "plugin": "external",
+    }
+    spec: dict[str, object] = {
+        "harness": harness.HARNESS_VERSION,
+        "dataset": _gt_dataset(gt_root, [p.gt for p in pairing.pairs]),
+        "split": Path(split_csv).stem if split_csv else "all",
+        "task": task,
+        "driver": external,
+        "renderer": dict(external),
+        "postproc": [],
+        "metrics": [harness._metric_spec(c) for c in choices],
+        "seed": int(seed),
+        "batch_size": int(batch_size),
+        "precision": "fp32",
+        "limit": None,
+        "eval": {"version": EVAL_VERSION, "uuids": sorted(p.uuid for p in pairing.pairs)},
+    }
+    cid = harness.cell_id(spec)
+
+    start = time.perf_counter()
+    clips: list[ClipResult] = []
+    for index, pair in enumerate(pairing.pairs):
+        try:
+            clips.append(_score_pair(pair, index, gt_root, instances, batch_size, decoder, device))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # recorded per clip, like the harness
+            for m in instances.values():
+                m.reset()
+            clips.append(harness.ClipResult(index, pair.uuid, pair.n_frames, {}, {},
+                                            error=f"{type(exc).__name__}: {exc}"))
+    wall = time.perf_counter() - start
+    ok = [c for c in clips if c.error is None]
+    frames = sum(c.n_frames for c in ok)
+
+    values: dict[str, float] = {}
+    cis: dict[str, tuple[float | None, float | None]] = {}
+    directions: dict[str, bool | None] = {}
+    labels: dict[str, str] = {}
+    for mname, metric in instances.items():
+        states = [c.states[mname] for c in ok]
+        dirs = metric.directions() if hasattr(metric, "directions") else {mname: metric.higher_is_better}
+        directions.update(dirs)
+        labels[mname] = str(getattr(metric, "label", ""))
+        if not states:
+            continue
+        values.update(metric.compute_state(metric.merge(states)))
+        cis.update(bootstrap_ci_values(metric, states, n_resamples=n_resamples, seed=seed))
+
+    result = EvalResult(cid, spec, pairing, values, cis, directions, labels, skipped, len(ok),
+                        len(clips) - len(ok), frames, wall,
+                        {c.uuid: c.error for c in clips if c.error is not None})
+    if store is not None:
+        metric_info = {
+            n: {"higher_is_better": bool(getattr(m, "higher_is_better", True)), "backend": str(m.backend),
+                "label": str(getattr(m, "label", "")), "frame_level": True}
+            for n, m in instances.items()
+        }
+        shard = harness.ShardResult(
+            cell_id=cid, shard=0, n_shards=1, clips=clips,
+            stage_seconds={"metrics": wall}, io_busy=0.0, frames=frames, wall=wall, warmup_clips=0,
+            peak_host_bytes=harness.PeakMemory("cpu").host_bytes(), peak_device_bytes=None,
+            device=harness._device_name(device), metric_info=metric_info,
+        )
+        label = f"{method} | {method} | none"
+        with Store(store) as st:
+            st.add_cell(cid, spec, label)
+            run_id = st.start_run(run_environment(device, ["bench", "eval", str(pred_dir), str(gt_dir)]))
+            status = "failed"
+            try:
+                st.prepare_cell(cid, 1, force=True)
+                st.write_shard(shard, run_id=run_id)
+                st.finish_cell(cid, 1, metrics=instances, n_resamples=n_resamples, seed=seed)
+                status = "finished"
+            finally:
+                st.end_run(run_id, status)
+        result.stored = True
+    return result

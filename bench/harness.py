@@ -201,6 +201,14 @@ class ComponentChoice:
             status = entry.weights_status()
             if status is not None and status.present and Path(status.where).exists():
                 out["weights_sha256"] = weights_hash(status.where)
+        # Components reading input files (the `videos` renderer) hash them into the spec,
+        # so changed files make a new cell: factory.spec_content(name, options) -> str.
+        with contextlib.suppress(AttributeError, BenchError):
+            from .registry import resolve_target
+
+            hasher = getattr(resolve_target(entry.spec.target), "spec_content", None)
+            if callable(hasher):
+                out["content"] = hasher(self.name, options)
         return out
 
     def build(self) -> Any:
@@ -820,6 +828,14 @@ def _per_clip_values(name: str, metric: Any) -> bool:
     return not name.startswith("fid")
 
 
+def _takes_sample(renderer: Any) -> bool:
+    """Whether ``renderer.render`` accepts the optional ``sample=`` keyword."""
+    try:
+        return "sample" in inspect.signature(renderer.render).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _update_kwargs(metric: Any) -> tuple[frozenset[str], bool]:
     """The inputs to pass to ``metric.update`` and whether it takes ``gt_key``."""
     inputs = frozenset(getattr(metric, "inputs", ()))
@@ -1126,7 +1142,9 @@ def _run_clip(
             kwargs_of = {n: _update_kwargs(m) for n, m in metrics.items()}
             gt = _Rebatcher(gt_stream)
             produced = 0
-            stream = renderer.render(ref_dev, coeffs, source_coeffs=gt_coeffs[0].to(device))
+            # Renderers that read per-clip data (the `videos` renderer) take the sample.
+            render_kw = {"sample": sample} if _takes_sample(renderer) else {}
+            stream = renderer.render(ref_dev, coeffs, source_coeffs=gt_coeffs[0].to(device), **render_kw)
 
             def generated() -> Iterator[torch.Tensor]:
                 """Post-processed frames in the renderer's batches."""

@@ -317,3 +317,26 @@ def test_fid_registered_with_weights_check(torch_home: Path) -> None:
     metric = bench.load("metric", "fid", device="cpu")
     assert isinstance(metric, FID) and not metric.higher_is_better
     assert "pytorch-fid" in metric.backend and "cpu" in metric.backend
+
+
+@pytest.mark.slow
+def test_fid_on_frames_matches_pytorch_fid_on_image_files(fid: FID, tmp_path: Path) -> None:
+    """End to end: our metric on frames vs pytorch-fid's own pipeline on the same frames as PNGs."""
+    from PIL import Image
+
+    frames = {"gen": _frames(6, 64, seed=12), "gt": _frames(6, 64, seed=13)}
+    dirs = []
+    for side, batch in frames.items():
+        folder = tmp_path / side
+        folder.mkdir()
+        q = (batch * 255).round().to(torch.uint8)  # PNG holds uint8; feed the metric the same values
+        frames[side] = q.float() / 255
+        for i, frame in enumerate(q):
+            Image.fromarray(frame.permute(1, 2, 0).numpy()).save(folder / f"{i:03d}.png")
+        dirs.append(str(folder))
+    fid.update(frames=frames["gen"], gt_frames=frames["gt"])
+    ours = fid.compute()["fid"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = fid_score.calculate_fid_given_paths(dirs, batch_size=6, device="cpu", dims=2048, num_workers=0)
+    assert ours == pytest.approx(ref, rel=1e-5)

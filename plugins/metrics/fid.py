@@ -328,7 +328,16 @@ class FID(Metric):
         return mu_g, s_g, mu_t, s_t
 
     def _compute(self, state: Mapping[str, torch.Tensor]) -> float:
-        return frechet_distance(*self.gaussians(state))
+        gaussians = self.gaussians(state)
+        try:
+            return frechet_distance(*gaussians)
+        except ValueError as exc:  # pytorch-fid: "Imaginary component ..." on ill-conditioned input
+            warnings.warn(
+                f"fid: pytorch-fid's sqrtm failed ({exc}); using the eigenvalue formulation",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return frechet_distance_fast(*gaussians)
 
     def bootstrap_compute_state(self, state: Mapping[str, torch.Tensor]) -> dict[str, float]:
         """The value of a bootstrap resample, via :func:`frechet_distance_fast`."""

@@ -15,6 +15,11 @@ def bench_add_renderers() -> dict[str, ComponentSpec]:
             "bench_plugins.renderers.rig:RigRenderer",
             summary="weight-free warp of the reference by coefficient differences (vico-mini's ground truth)",
         ),
+        "videos": ComponentSpec(
+            "bench_plugins.renderers.videos:VideosRenderer",
+            summary="frames of an external method read from DIR/{uuid}.{role}.mp4 (videos:DIR)",
+            positional="root",
+        ),
         "pirender": ComponentSpec(
             f"{_PIRENDER}:make_pirender",
             summary="PIRender (official net_G_ema checkpoint), batched streaming inference",
