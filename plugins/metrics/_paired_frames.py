@@ -7,12 +7,13 @@ that names the metric, what is wrong and how to fix it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import ClassVar
+
+import torch
 
 from bench.errors import InputError
-
-if TYPE_CHECKING:
-    import torch
+from bench.metric import Metric
 
 #: Values this far outside [0,1] are rounding noise (clamped); beyond it, an error.
 RANGE_SLACK = 1e-3
@@ -99,3 +100,40 @@ def empty_split(metric: str) -> InputError:
         f"{metric}: no frames were seen (empty split or all clips skipped)",
         fix="check the split selection and that the clips produced frames",
     )
+
+
+class PerFrameMean(Metric):
+    """A score computed per aligned frame pair, pooled as the mean over all frames.
+
+    State: ``<name>_sum`` (sum of per-frame scores) and ``n_frames``, float64
+    "sum" fields, so clips, shards and bootstrap resamples merge exactly.
+    Subclasses implement :meth:`per_frame`.
+    """
+
+    inputs: ClassVar[frozenset[str]] = frozenset({"frames", "gt_frames"})
+    frame_level: ClassVar[bool] = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sum_key = f"{self.name}_sum"
+        self.add_state(self._sum_key, torch.zeros((), dtype=torch.float64), "sum")
+        self.add_state("n_frames", torch.zeros((), dtype=torch.float64), "sum")
+
+    def per_frame(self, frames: torch.Tensor, gt_frames: torch.Tensor) -> torch.Tensor:
+        """``(b,3,H,W)`` pairs in [0,1] (checked) -> ``(b,)`` scores."""
+        raise NotImplementedError
+
+    def update(self, frames: torch.Tensor, gt_frames: torch.Tensor) -> None:  # type: ignore[override]
+        """Add a batch of aligned ``(b,3,H,W)`` frames in [0,1]."""
+        frames, gt_frames = check_pair(self.name, frames, gt_frames)
+        if frames.shape[0] == 0:
+            return
+        values = self.per_frame(frames, gt_frames)
+        self._state[self._sum_key] = self._state[self._sum_key] + values.sum().double().cpu()
+        self._state["n_frames"] = self._state["n_frames"] + float(values.shape[0])
+
+    def _compute(self, state: Mapping[str, torch.Tensor]) -> float:
+        n = float(state["n_frames"])
+        if n <= 0:
+            raise empty_split(self.name)
+        return float(state[self._sum_key]) / n

@@ -21,14 +21,11 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import ClassVar
 
 import torch
 
-from bench.metric import Metric
-
-from ._paired_frames import check_pair, empty_split
+from ._paired_frames import PerFrameMean
 
 #: piq's stabiliser inside the log (SPEC 7).
 EPS = 1e-8
@@ -49,7 +46,7 @@ def psnr_per_frame(frames: torch.Tensor, gt_frames: torch.Tensor) -> torch.Tenso
     return -10.0 * torch.log10(mse + EPS)
 
 
-class PSNR(Metric):
+class PSNR(PerFrameMean):
     """Peak signal-to-noise ratio, averaged over all frames of a split.
 
     State: ``psnr_sum`` (sum of per-frame PSNR) and ``n_frames``, both float64
@@ -58,30 +55,11 @@ class PSNR(Metric):
 
     name: ClassVar[str] = "psnr"
     higher_is_better: ClassVar[bool] = True
-    inputs: ClassVar[frozenset[str]] = frozenset({"frames", "gt_frames"})
-    frame_level: ClassVar[bool] = True
     version: ClassVar[str] = "1"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.add_state("psnr_sum", torch.zeros((), dtype=torch.float64), "sum")
-        self.add_state("n_frames", torch.zeros((), dtype=torch.float64), "sum")
 
     @property
     def backend(self) -> str:
         return "builtin (piq definition: -10*log10(mse+1e-8), data range 1)"
 
-    def update(self, frames: torch.Tensor, gt_frames: torch.Tensor) -> None:  # type: ignore[override]
-        """Add a batch of aligned ``(b,3,H,W)`` frames in [0,1]."""
-        frames, gt_frames = check_pair(self.name, frames, gt_frames)
-        if frames.shape[0] == 0:
-            return
-        values = psnr_per_frame(frames, gt_frames)
-        self._state["psnr_sum"] = self._state["psnr_sum"] + values.sum().cpu()
-        self._state["n_frames"] = self._state["n_frames"] + float(values.shape[0])
-
-    def _compute(self, state: Mapping[str, torch.Tensor]) -> float:
-        n = float(state["n_frames"])
-        if n <= 0:
-            raise empty_split(self.name)
-        return float(state["psnr_sum"]) / n
+    def per_frame(self, frames: torch.Tensor, gt_frames: torch.Tensor) -> torch.Tensor:
+        return psnr_per_frame(frames, gt_frames)

@@ -31,16 +31,14 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from bench.errors import InputError
-from bench.metric import Metric
 
-from ._paired_frames import check_pair, empty_split
+from ._paired_frames import PerFrameMean
 
 KERNEL_SIZE = 11
 SIGMA = 1.5
@@ -115,7 +113,7 @@ def ssim_per_frame(frames: torch.Tensor, gt_frames: torch.Tensor) -> torch.Tenso
     return ss.mean(dim=(-1, -2)).mean(dim=1).to(torch.float64).reshape(b)
 
 
-class SSIM(Metric):
+class SSIM(PerFrameMean):
     """Structural similarity, averaged over all frames of a split.
 
     State: ``ssim_sum`` and ``n_frames`` (float64, "sum"), mergeable exactly.
@@ -123,36 +121,13 @@ class SSIM(Metric):
 
     name: ClassVar[str] = "ssim"
     higher_is_better: ClassVar[bool] = True
-    inputs: ClassVar[frozenset[str]] = frozenset({"frames", "gt_frames"})
-    frame_level: ClassVar[bool] = True
     version: ClassVar[str] = "1"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.add_state("ssim_sum", torch.zeros((), dtype=torch.float64), "sum")
-        self.add_state("n_frames", torch.zeros((), dtype=torch.float64), "sum")
 
     @property
     def backend(self) -> str:
         return "builtin (piq definition: gaussian 11/1.5, K 0.01/0.03, valid window, piq downsampling)"
 
-    def update(self, frames: torch.Tensor, gt_frames: torch.Tensor) -> None:  # type: ignore[override]
-        """Add a batch of aligned ``(b,3,H,W)`` frames in [0,1]."""
-        frames, gt_frames = check_pair(self.name, frames, gt_frames)
-        if frames.shape[0] == 0:
-            return
+    def per_frame(self, frames: torch.Tensor, gt_frames: torch.Tensor) -> torch.Tensor:
         # Chunks bound the five stacked statistics maps' memory on large batches.
-        values = torch.cat(
-            [
-                ssim_per_frame(frames[i : i + CHUNK], gt_frames[i : i + CHUNK])
-                for i in range(0, frames.shape[0], CHUNK)
-            ]
-        )
-        self._state["ssim_sum"] = self._state["ssim_sum"] + values.sum().cpu()
-        self._state["n_frames"] = self._state["n_frames"] + float(values.shape[0])
-
-    def _compute(self, state: Mapping[str, torch.Tensor]) -> float:
-        n = float(state["n_frames"])
-        if n <= 0:
-            raise empty_split(self.name)
-        return float(state["ssim_sum"]) / n
+        return torch.cat([ssim_per_frame(part, gt_part)
+                          for part, gt_part in zip(frames.split(CHUNK), gt_frames.split(CHUNK), strict=True)])
