@@ -167,3 +167,8 @@ def test_metric_directions_rank_only_the_main_key() -> None:
 
     assert Counted().directions() == {"counted": False, "counted_paired": True}
     assert bench.load("metric", "lmd").directions() == {"lmd": False}
+
+
+def test_lstm_ens6_suggests_lstm_ens5() -> None:
+    with pytest.raises(UnknownComponentError, match=r"Did you mean: lstm-ens5"):
+        bench.load("driver", "lstm-ens6")
