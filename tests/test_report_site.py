@@ -97,3 +97,21 @@ def test_leaderboard_in_a_real_browser(site: Path, tmp_path: Path) -> None:
         browser.close()
     assert errors == []
     assert (tmp_path / "leaderboard.png").stat().st_size > 10_000
+
+
+def test_sample_strip_rows_are_gt_generated_and_amplified_difference() -> None:
+    import base64
+    import io
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from bench.report.strips import strip_png
+
+    gt = torch.zeros(2, 3, 8, 8)
+    gen = torch.full((2, 3, 8, 8), 10 / 255)
+    image = np.asarray(Image.open(io.BytesIO(base64.b64decode(strip_png(gt, gen, gain=4.0)))))
+    assert image.shape == (3 * 8, 2 * 8, 3)  # rows: GT, generated, difference; one column per frame
+    assert (image[:8] == 0).all() and (image[8:16] == 10).all()
+    assert (image[16:] == 40).all()  # |10 - 0| levels x gain 4
