@@ -3,6 +3,8 @@
 Per dimension, the mean and the *unbiased* standard deviation over all training frames
 (both roles for coefficients, one row per frame for audio), as the official
 ``statistics_mean_std.py`` computes them with ``torch.mean`` / ``torch.std``.
+Audio features are computed from each clip's wav (cached); a clip with only the
+official precomputed ``audio_feats/{uuid}.npy`` uses that instead.
 """
 
 from __future__ import annotations
