@@ -28,7 +28,6 @@ import hashlib
 import inspect
 import json
 import math
-import os
 import queue
 import random
 import re
@@ -108,22 +107,14 @@ def chain_label(chain: Sequence[str]) -> str:
     return "+".join(chain) if chain else "none"
 
 
-_HASH_CACHE: dict[str, str] = {}
-
-
-def _hash_memo_path() -> Path:
-    from .paths import cache_dir
-
-    return cache_dir("harness") / "weights-sha256.json"
-
-
 def weights_hash(path: str | Path) -> str:
     """SHA-256 of a weights file (or of every file in a folder, by relative path).
 
-    Memoised per (path, size, mtime) in this process and in ``$BENCH_HOME/cache``,
-    so planning a finished grid again does not re-read large checkpoints.
+    Memoised per (path, size, mtime) in ``$BENCH_HOME/cache`` (see
+    :func:`bench.paths.memoised_file_sha256`), so planning a finished grid again does
+    not re-read large checkpoints.
     """
-    from .paths import file_sha256
+    from .paths import memoised_file_sha256
 
     p = Path(path).expanduser().resolve()
     if p.is_dir():
@@ -133,21 +124,7 @@ def weights_hash(path: str | Path) -> str:
         return digest.hexdigest()
     if not p.is_file():
         raise InputError(p, "weights file not found", fix="check the weights path you passed")
-    st = p.stat()
-    key = f"{p}|{st.st_size}|{st.st_mtime_ns}"
-    if key not in _HASH_CACHE:
-        memo_path = _hash_memo_path()
-        try:
-            memo = json.loads(memo_path.read_text())
-        except (OSError, ValueError):
-            memo = {}
-        if key not in memo:
-            memo[key] = file_sha256(p)
-            tmp = memo_path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(memo))
-            tmp.replace(memo_path)
-        _HASH_CACHE[key] = memo[key]
-    return _HASH_CACHE[key]
+    return memoised_file_sha256(p)
 
 
 _WEIGHT_KEYS = ("weights", "checkpoint", "ckpt")

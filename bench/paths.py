@@ -7,6 +7,7 @@ move or wipe it in one place; caches are keyed by content hashes, never by names
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -36,3 +37,27 @@ def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+_SHA_MEMO: dict[str, str] = {}
+
+
+def memoised_file_sha256(path: str | Path) -> str:
+    """:func:`file_sha256`, memoised per (path, size, mtime) in this process and in
+    ``$BENCH_HOME/cache/file-sha256.json``, so large weights files are read once."""
+    p = Path(path).expanduser().resolve()
+    st = p.stat()
+    key = f"{p}|{st.st_size}|{st.st_mtime_ns}"
+    if key not in _SHA_MEMO:
+        memo_path = cache_dir() / "file-sha256.json"
+        try:
+            memo = json.loads(memo_path.read_text())
+        except (OSError, ValueError):
+            memo = {}
+        if key not in memo:
+            memo[key] = file_sha256(p)
+            tmp = memo_path.with_suffix(f".{os.getpid()}.tmp")  # atomic against parallel shards
+            tmp.write_text(json.dumps(memo))
+            tmp.replace(memo_path)
+        _SHA_MEMO[key] = memo[key]
+    return _SHA_MEMO[key]

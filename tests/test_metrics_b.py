@@ -504,3 +504,13 @@ def test_gt_cache_accepts_any_key_string(bench_home: Path) -> None:
     first = cached_array(("test",), key, (2, 3), compute)
     second = cached_array(("test",), key, (2, 3), compute)
     assert np.array_equal(first, second) and len(calls) == 1
+
+
+def test_building_lmd_does_not_load_the_dlib_models(bench_home: Path) -> None:
+    """Planning (and skipping finished cells) builds metrics for their backend and cache
+    ids; the 68-point predictor is only read when frames are detected."""
+    import bench
+
+    metric = bench.load("metric", "lmd")
+    assert metric.landmarker.cache_id.startswith("dlib-v")
+    assert metric.landmarker._models is None

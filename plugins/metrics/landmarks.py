@@ -83,18 +83,13 @@ def _import_dlib() -> Any:
     return dlib
 
 
-_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
 def file_digest(path: Path) -> str:
-    """SHA-256 prefix of a model file, memoised per (path, size, mtime) for this process."""
-    from bench.paths import file_sha256
+    """SHA-256 prefix of a model file (memoised on disk by path, size and mtime)."""
+    from bench.paths import memoised_file_sha256
 
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _FILE_DIGESTS:
-        _FILE_DIGESTS[key] = file_sha256(path)[:16]
-    return _FILE_DIGESTS[key]
+    return memoised_file_sha256(path)[:16]
 
 
 class _Memo:
@@ -165,11 +160,18 @@ class DlibLandmarker:
                 fix="pass predictor=PATH or pip install face_recognition_models",
             )
         self.upsample = _check_upsample(upsample)
-        self._detector = dlib.get_frontal_face_detector()
-        self._predictor = dlib.shape_predictor(str(path))
+        self._path = path
+        self._models: tuple[Any, Any] | None = None  # loaded on first detect: planning
+        # only needs cache_id and backend, and the predictor takes ~0.5 s to read
         self.cache_id = f"dlib-v{self.version}-{file_digest(path)}-up{self.upsample}"
         self.backend = f"dlib {getattr(dlib, '__version__', '?')} HOG + 68-point predictor"
         self._memo = _Memo()
+
+    def _load(self) -> tuple[Any, Any]:
+        if self._models is None:
+            dlib = _import_dlib()
+            self._models = (dlib.get_frontal_face_detector(), dlib.shape_predictor(str(self._path)))
+        return self._models
 
     def detect(self, frames: torch.Tensor) -> np.ndarray:
         """(B,3,H,W) in [0,1] -> (B,68,2) float64 pixels, NaN where no face."""
@@ -179,11 +181,12 @@ class DlibLandmarker:
         if cached is not None:
             return cached.copy()
         out = np.full((len(images), N_POINTS, 2), np.nan)
+        detector, predictor = self._load()
         for i, image in enumerate(images):
-            best = best_face(self._detector, image, self.upsample)
+            best = best_face(detector, image, self.upsample)
             if best is None:
                 continue
-            shape = self._predictor(image, best)
+            shape = predictor(image, best)
             out[i] = [(p.x, p.y) for p in shape.parts()]
         self._memo.put(key, out)
         return out.copy()
