@@ -506,11 +506,14 @@ def test_gt_cache_accepts_any_key_string(bench_home: Path) -> None:
     assert np.array_equal(first, second) and len(calls) == 1
 
 
-def test_building_lmd_does_not_load_the_dlib_models(bench_home: Path) -> None:
+def test_dlib_landmarker_loads_its_models_on_first_detect(bench_home: Path) -> None:
     """Planning (and skipping finished cells) builds metrics for their backend and cache
     ids; the 68-point predictor is only read when frames are detected."""
-    import bench
+    import torch
 
-    metric = bench.load("metric", "lmd")
-    assert metric.landmarker.cache_id.startswith("dlib-v")
-    assert metric.landmarker._models is None
+    from bench_plugins.metrics.landmarks import DlibLandmarker
+
+    landmarker = DlibLandmarker()
+    assert landmarker.cache_id.startswith("dlib-v") and landmarker._models is None
+    landmarker.detect(torch.zeros(1, 3, 32, 32))
+    assert landmarker._models is not None
