@@ -114,6 +114,33 @@ def strip_prefix(state_dict: Mapping[str, Any], prefix: str = "module.") -> dict
     return {(k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in state_dict.items()}
 
 
+@dataclass(frozen=True)
+class StateDictMismatch:
+    """How a state dict differs from a model's: sorted key lists and shape mismatches."""
+
+    missing: list[str]
+    unexpected: list[str]
+    shapes: list[tuple[str, tuple[int, ...], tuple[int, ...]]]  # (key, checkpoint, model)
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.unexpected or self.shapes)
+
+
+def state_dict_mismatch(model: torch.nn.Module, state: Mapping[str, Any]) -> StateDictMismatch:
+    """Compare ``state`` with ``model.state_dict()`` (keys and shapes) before a strict load,
+    so loaders can name every problem at once instead of torch's first error."""
+    expected = model.state_dict()
+    return StateDictMismatch(
+        missing=sorted(set(expected) - set(state)),
+        unexpected=sorted(set(state) - set(expected)),
+        shapes=sorted(
+            (k, tuple(state[k].shape), tuple(expected[k].shape))
+            for k in set(state) & set(expected)
+            if tuple(state[k].shape) != tuple(expected[k].shape)
+        ),
+    )
+
+
 def load_strict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str | Path | None = None) -> None:
     """Load ``state_dict`` into ``model`` strictly, with a ``module.`` prefix tolerated.
 
@@ -122,15 +149,10 @@ def load_strict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], 
             naming the official layout (``model.layout``) that was expected.
     """
     state = strip_prefix(state_dict)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = sorted(
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in set(state) & set(expected)
-        if tuple(state[k].shape) != tuple(expected[k].shape)
-    )
-    if missing or unexpected or shapes:
+    mismatch = state_dict_mismatch(model, state)
+    missing, unexpected = mismatch.missing, mismatch.unexpected
+    shapes = [f"{k}: checkpoint {got} vs model {want}" for k, got, want in mismatch.shapes]
+    if mismatch:
         layout = getattr(model, "layout", type(model).__name__)
         parts = [f"does not fit the official layout '{layout}' ({type(model).__name__})"]
         if missing:

@@ -510,7 +510,6 @@ def test_dlib_landmarker_loads_its_models_on_first_detect(bench_home: Path) -> N
     """Planning (and skipping finished cells) builds metrics for their backend and cache
     ids; the 68-point predictor is only read when frames are detected."""
     import torch
-
     from bench_plugins.metrics.landmarks import DlibLandmarker
 
     landmarker = DlibLandmarker()

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.checkpoints import state_dict_mismatch
 from bench.errors import ConfigError, InputError, MissingDependencyError
 
 from .weights import U2NET_WEIGHTS_URL, default_u2net_weights
@@ -190,17 +191,12 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], 
     # a DataParallel checkpoint differs only by this prefix
     if keys and all(k.startswith("module.") for k in keys):
         state = {k[len("module."):]: v for k, v in state.items()}
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong_shape = [
-        f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})"
-        for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    if missing or unexpected or wrong_shape:
+    mismatch = state_dict_mismatch(model, state)
+    if mismatch:
+        wrong_shape = [f"{k} {got} (expected {want})" for k, got, want in mismatch.shapes]
         parts = []
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+        for label, items in (("missing", mismatch.missing), ("unexpected", mismatch.unexpected),
+                             ("wrong shape", wrong_shape)):
             if items:
                 parts.append(f"{len(items)} {label} key(s), e.g. {', '.join(items[:3])}")
         raise InputError(

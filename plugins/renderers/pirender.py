@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from bench.checkpoints import state_dict_mismatch
 from bench.coeffs import N_COEFFS, to_pirender_order
 from bench.errors import ConfigError, InputError, MissingDependencyError
 from bench.paths import weights_dir
@@ -95,17 +96,11 @@ def load_generator(path: str | Path, padding_mode: str = "zeros") -> PIRenderGen
     """Build the generator and load ``net_G_ema`` strictly; key problems are listed."""
     state = load_state_dict(path)
     model = PIRenderGenerator(padding_mode=padding_mode)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = sorted(
-        f"{k}: checkpoint {tuple(state[k].shape)} != model {tuple(expected[k].shape)}"
-        for k in set(state) & set(expected)
-        if tuple(state[k].shape) != tuple(expected[k].shape)
-    )
-    if missing or unexpected or shapes:
+    mismatch = state_dict_mismatch(model, state)
+    if mismatch:
+        shapes = [f"{k}: checkpoint {got} != model {want}" for k, got, want in mismatch.shapes]
         parts = []
-        for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
+        for title, items in (("missing keys", mismatch.missing), ("unexpected keys", mismatch.unexpected),
                              ("shape mismatches", shapes)):
             if items:
                 listed = ", ".join(items[:12]) + (f", ... ({len(items)} in all)" if len(items) > 12 else "")
