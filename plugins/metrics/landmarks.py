@@ -133,7 +133,33 @@ def best_face(detector: Any, image: np.ndarray, upsample: int | str) -> Any | No
     return None
 
 
-class DlibLandmarker:
+class _PerImageLandmarker:
+    """Runs a per-image detector over a batch, remembering recent batches by content."""
+
+    def __init__(self) -> None:
+        self._memo = _Memo()
+
+    def _detect_one(self, image: np.ndarray) -> np.ndarray | None:
+        """(H,W,3) uint8 RGB -> (68,2) pixels of the first face, or None."""
+        raise NotImplementedError
+
+    def detect(self, frames: torch.Tensor) -> np.ndarray:
+        """(B,3,H,W) in [0,1] -> (B,68,2) float64 pixels, NaN where no face."""
+        images = to_uint8_hwc(frames)
+        key = content_key(images)
+        cached = self._memo.get(key)
+        if cached is not None:
+            return cached.copy()
+        out = np.full((len(images), N_POINTS, 2), np.nan)
+        for i, image in enumerate(images):
+            points = self._detect_one(image)
+            if points is not None:
+                out[i] = points
+        self._memo.put(key, out)
+        return out.copy()
+
+
+class DlibLandmarker(_PerImageLandmarker):
     """dlib HOG face detector + 68-point shape predictor (offline, CPU).
 
     Args:
@@ -165,7 +191,7 @@ class DlibLandmarker:
         # only needs cache_id and backend, and the predictor takes ~0.5 s to read
         self.cache_id = f"dlib-v{self.version}-{file_digest(path)}-up{self.upsample}"
         self.backend = f"dlib {getattr(dlib, '__version__', '?')} HOG + 68-point predictor"
-        self._memo = _Memo()
+        super().__init__()
 
     def _load(self) -> tuple[Any, Any]:
         if self._models is None:
@@ -173,23 +199,12 @@ class DlibLandmarker:
             self._models = (dlib.get_frontal_face_detector(), dlib.shape_predictor(str(self._path)))
         return self._models
 
-    def detect(self, frames: torch.Tensor) -> np.ndarray:
-        """(B,3,H,W) in [0,1] -> (B,68,2) float64 pixels, NaN where no face."""
-        images = to_uint8_hwc(frames)
-        key = content_key(images)
-        cached = self._memo.get(key)
-        if cached is not None:
-            return cached.copy()
-        out = np.full((len(images), N_POINTS, 2), np.nan)
+    def _detect_one(self, image: np.ndarray) -> np.ndarray | None:
         detector, predictor = self._load()
-        for i, image in enumerate(images):
-            best = best_face(detector, image, self.upsample)
-            if best is None:
-                continue
-            shape = predictor(image, best)
-            out[i] = [(p.x, p.y) for p in shape.parts()]
-        self._memo.put(key, out)
-        return out.copy()
+        best = best_face(detector, image, self.upsample)
+        if best is None:
+            return None
+        return np.asarray([(p.x, p.y) for p in predictor(image, best).parts()], dtype=np.float64)
 
 
 def dlib_weights() -> WeightsStatus:
@@ -226,7 +241,7 @@ def fan_weights() -> WeightsStatus:
     return WeightsStatus(False, str(folder), f"downloaded on first use, or: {how}")
 
 
-class FanLandmarker:
+class FanLandmarker(_PerImageLandmarker):
     """face-alignment's 2D-FAN-4 (+ S3FD detector), the challenge's landmarker.
 
     Args:
@@ -275,26 +290,15 @@ class FanLandmarker:
         self.backend = (
             f"face-alignment {getattr(face_alignment, '__version__', '?')} 2D-FAN-4 + S3FD"
         )
-        self._memo = _Memo()
+        super().__init__()
 
-    def detect(self, frames: torch.Tensor) -> np.ndarray:
-        """(B,3,H,W) in [0,1] -> (B,68,2) float64 pixels, NaN where no face."""
+    def _detect_one(self, image: np.ndarray) -> np.ndarray | None:
         import warnings
 
-        images = to_uint8_hwc(frames)
-        key = content_key(images)
-        cached = self._memo.get(key)
-        if cached is not None:
-            return cached.copy()
-        out = np.full((len(images), N_POINTS, 2), np.nan)
-        for i, image in enumerate(images):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # "No faces were detected." is counted instead
-                found = self._fa.get_landmarks_from_image(image)
-            if found:
-                out[i] = np.asarray(found[0], dtype=np.float64)[:, :2]
-        self._memo.put(key, out)
-        return out.copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "No faces were detected." is counted instead
+            found = self._fa.get_landmarks_from_image(image)
+        return np.asarray(found[0], dtype=np.float64)[:, :2] if found else None
 
 
 # --------------------------------------------------------------------------- sharing
