@@ -9,14 +9,17 @@ fusion: ``official`` setting, ``u2netp-offline``), scored with the challenge's P
 frame ``-10 log10(mse + 1e-8)``, mean over all frames), written out here.
 
 Measured (full val clips, ``BENCH_COMPILE=auto``): none 17.784 dB; fusion +0.072,
-border +0.076, fusion+border +0.081. The gains are small because the lstm driver's
-pose error dominates the error, and the two repairs overlap: the rig's flow fades out
-2.6 face radii from the face, so most pixels that sample outside the image (the only
-pixels border padding changes) are background next to the head, which fusion replaces
-by the reference anyway. Border adds to fusion only where the person touches the frame
-edge (val clip 2: the hair at the top; +0.036 dB there, 0.000 on clips 0 and 1), as the
-shoulders do in real footage. Prefixes of the clips are not enough: on the first 48
-frames border alone beats fusion+border (+0.15 vs +0.14 dB), hence full clips.
+border +0.076, fusion+border +0.081. On the test split (first 96 frames of each clip):
+fusion +0.109, border +0.127, fusion+border +0.140. The gains are small because the
+lstm driver's pose error dominates the error, and the two repairs overlap: the rig's
+flow fades out 2.6 face radii from the face, so most pixels that sample outside the
+image (the only pixels border padding changes) are background next to the head, which
+fusion replaces by the reference anyway; on such clips fusion+border equals fusion
+(val clips 0, 1, 3). Border adds to fusion only where the person touches the frame edge
+(val clip 2: the hair at the top), as the shoulders do in real footage; there fusion on
+top of border costs PSNR (clip 2: border +0.125, fusion+border +0.091), so the pooled
+margin is a few thousandths of a dB. Prefixes of the clips are not enough: on the
+first 48 frames border alone beats fusion+border (+0.15 vs +0.14 dB), hence full clips.
 """
 
 from __future__ import annotations
