@@ -7,6 +7,9 @@ import os
 # On a busy 2-core machine libgomp's spin-waiting threads stall each other (FID's
 # InceptionV3 ran 6x slower); passive waiting must be set before torch loads OpenMP.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Compiling networks ahead of time (bench.accel) costs 30-60 s per network and cache;
+# tests that exercise compilation ask for it explicitly (compile="on").
+os.environ.setdefault("BENCH_COMPILE", "off")
 
 from collections.abc import Iterator
 from pathlib import Path

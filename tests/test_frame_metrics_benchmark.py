@@ -2,7 +2,9 @@
 
 Goal (issue 7): FID feature extraction >= 20 frames/s at batch 32 on the CPU.
 Without --benchmark-enable each benchmark runs once as a smoke test; the FID
-ones run a real InceptionV3 pass and are marked slow.
+ones run a real InceptionV3 pass and are marked slow. FID runs both ways,
+``eager`` (channels-last) and ``aoti`` (compiled, the default where a C++
+compiler exists; its first call, the compilation, is a warm-up round).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from bench_plugins.metrics.fid import FID
 from bench_plugins.metrics.psnr import PSNR
 from bench_plugins.metrics.ssim import SSIM
 
+import bench.accel as accel
+
 BATCH = 32
 SIZE = 256
 
@@ -29,14 +33,16 @@ def frames() -> tuple[torch.Tensor, torch.Tensor]:
     return (gt + 0.05 * torch.randn(gt.shape, generator=g)).clamp(0, 1), gt
 
 
-@pytest.fixture(scope="module")
-def fid_metric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FID]:
+@pytest.fixture(scope="module", params=["off", "on"], ids=["eager", "aoti"])
+def fid_metric(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[FID]:
     if inception.fid_helper_torchscript() is None and not inception.fid_weights_path().is_file():
         pytest.skip("no FID weights available offline")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
         mp.setenv("BENCH_HOME", str(tmp_path_factory.mktemp("bench_home")))
-        metric = FID(device="cpu", batch_size=BATCH)
+        if request.param == "on" and accel.compiler_available() is None:
+            pytest.skip("no C++ compiler for AOTInductor")
+        metric = FID(device="cpu", batch_size=BATCH, compile=request.param)
         metric.model  # noqa: B018 - load (and convert) the weights outside the timing
         yield metric
 

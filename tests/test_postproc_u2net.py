@@ -187,3 +187,19 @@ def test_segmenting_in_chunks_equals_one_pass() -> None:
     chunked = U2NetSegmenter(model, name="t", size=64, chunk=2).segment(frames)
     assert whole.shape == (5, 1, 48, 48)
     assert torch.allclose(whole, chunked, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_compiled_offline_segmenter_matches_onnx_pipeline(
+    onnx_session, bench_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The AOTInductor-compiled network (the CPU default) still reproduces onnxruntime."""
+    import bench.accel as accel
+
+    if accel.compiler_available() is None:
+        pytest.skip("no C++ compiler")
+    monkeypatch.setenv("BENCH_COMPILE", "on")
+    test_offline_segmenter_matches_onnx_pipeline(onnx_session, bench_home)
+    seg = bench.load("segmenter", "u2netp-offline")
+    assert seg.net.describe() == "aoti"
+    assert list((bench_home / "cache" / "aoti").glob("u2net-*.pt2"))

@@ -44,6 +44,7 @@ from typing import ClassVar, Literal
 import numpy as np
 import torch
 
+from bench.accel import Accelerated
 from bench.errors import ConfigError, InputError, MissingDependencyError
 from bench.metric import Metric
 from bench.paths import cache_dir, file_sha256
@@ -175,6 +176,9 @@ class FID(Metric):
         precision: ``"fp32"`` (pytorch-fid's numbers) or ``"bf16"`` (CPU/GPU autocast:
             ~3x faster on AMX CPUs, features off by ~2%; not comparable with fp32 FIDs).
         batch_size: frames per InceptionV3 forward pass.
+        compile: fp32 on CPU only: ``"auto"`` (AOTInductor-compiled network when a C++
+            compiler is present, ~1.8x faster, features within 1e-5 of eager; compiled
+            once per machine), ``"on"`` or ``"off"`` (see :mod:`bench.accel`).
         weights_source: ``"auto"``, ``"download"`` or ``"convert"`` (see
             :func:`~bench_plugins.metrics.inception.ensure_fid_weights`).
         cache_gt: cache ground-truth features by ``gt_key`` + content hash.
@@ -200,6 +204,7 @@ class FID(Metric):
         batch_size: int = 32,
         weights_source: Source = "auto",
         cache_gt: bool = True,
+        compile: str = "auto",
     ) -> None:
         super().__init__()
         if precision not in ("fp32", "bf16"):
@@ -217,7 +222,9 @@ class FID(Metric):
         self.batch_size = int(batch_size)
         self.weights_source: Source = weights_source
         self.cache_gt = bool(cache_gt)
+        self.compile = compile
         self._model: torch.nn.Module | None = None
+        self._net: Accelerated | None = None
         self._tag: str | None = None
         for side in SIDES:
             self.add_state(f"{side}_n", torch.zeros((), dtype=torch.float64), "sum")
@@ -234,7 +241,7 @@ class FID(Metric):
 
         return (
             f"pytorch-fid {pytorch_fid.__version__} InceptionV3 pool3 "
-            f"({self.device.type}, {self.precision})"
+            f"({self.device.type}, {self.precision}, {self.net.describe()})"
         )
 
     # features ---------------------------------------------------------------
@@ -244,18 +251,26 @@ class FID(Metric):
             self._model = build_inception(self.device, self.weights_source)
         return self._model
 
+    @property
+    def net(self) -> Accelerated:
+        """The network as run: channels-last, compiled on CPU in fp32 (autocast cannot be compiled in)."""
+        if self._net is None:
+            compile = self.compile if self.precision == "fp32" else "off"
+            self._net = Accelerated("fid-inception-v3", self.model, compile=compile)
+        return self._net
+
     def features(self, frames: torch.Tensor) -> torch.Tensor:
         """InceptionV3 pool3 features of ``(b,3,H,W)`` frames in [0,1] -> ``(b,2048)`` float32 CPU."""
-        model = self.model
+        net = self.net
         out = []
         with torch.inference_mode():
             for start in range(0, frames.shape[0], self.batch_size):
                 chunk = frames[start : start + self.batch_size].to(self.device, torch.float32)
                 if self.precision == "bf16":
                     with torch.autocast(self.device.type, dtype=torch.bfloat16):
-                        pooled = model(chunk)[0]
+                        pooled = net(chunk)[0]
                 else:
-                    pooled = model(chunk)[0]
+                    pooled = net(chunk)[0]
                 out.append(pooled.reshape(chunk.shape[0], -1).float().cpu())
         return torch.cat(out) if out else torch.zeros(0, FEATURE_DIM)
 
@@ -266,6 +281,7 @@ class FID(Metric):
             weights = file_sha256(fid_weights_path())[:16]
             self._tag = (
                 f"v{self.version}-torch{torch.__version__}-w{weights}-{self.device.type}-{self.precision}"
+                f"-{self.net.describe()}"
             )
         return self._tag
 

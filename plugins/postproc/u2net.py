@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.accel import Accelerated
 from bench.checkpoints import state_dict_mismatch
 from bench.errors import ConfigError, InputError, MissingDependencyError
 
@@ -233,6 +234,17 @@ def load_u2net(arch: str, weights: str | Path) -> _U2NetBase:
     return model.eval()
 
 
+class _Saliency(nn.Module):
+    """The fused saliency map ``d0`` alone (the six side outputs are training-time heads)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)[0]
+
+
 class U2NetSegmenter:
     """Background masks from a U2Net, with the official ViCo fusion pre/post-processing.
 
@@ -240,6 +252,9 @@ class U2NetSegmenter:
     bicubic resize to ``size`` x ``size``, ImageNet normalisation, the network on the
     image and (``flip=True``) its mirror in the same forward pass, averaged; bicubic
     resize back; ``1 - saliency``, min-max normalised per image.
+
+    The network runs channels-last, and on CPU compiled by AOTInductor when
+    ``compile`` allows (:mod:`bench.accel`; 1.7x on top of channels-last's 2x).
     """
 
     def __init__(
@@ -251,12 +266,14 @@ class U2NetSegmenter:
         flip: bool = True,
         size: int = 320,
         chunk: int = 4,
+        compile: str = "auto",
     ) -> None:
         if chunk < 1:
             raise ValueError(f"chunk must be >= 1, got {chunk}")
         self.chunk = chunk
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
+        self.net = Accelerated(f"u2net-{type(model).__name__.lower()}", _Saliency(self.model), compile=compile)
         self.segmenter_name = name
         self.flip = flip
         self.size = size
@@ -282,7 +299,7 @@ class U2NetSegmenter:
         b = x.shape[0]
         if self.flip:
             x = torch.cat((x, x.flip(3)), 0)  # one forward for both views
-        saliency = self.model(x)[0]
+        saliency = self.net(x)
         if self.flip:
             saliency = (saliency[:b] + saliency[b:].flip(3)) / 2
         saliency = F.interpolate(saliency, size=(height, width), mode="bicubic", align_corners=False)
@@ -299,9 +316,10 @@ def build_u2net_segmenter(
     flip: bool = True,
     size: int = 320,
     chunk: int = 4,
+    compile: str = "auto",
 ) -> U2NetSegmenter:
     """Factory of the ``u2net`` segmenter (default: U2NET with ``u2net_human_seg.pth``)."""
     path = Path(weights) if weights is not None else default_u2net_weights(arch)
     model = load_u2net(arch, path)
     return U2NetSegmenter(model, name=f"u2net:{arch}:{path.name}", device=device, flip=flip, size=size,
-                          chunk=chunk)
+                          chunk=chunk, compile=compile)

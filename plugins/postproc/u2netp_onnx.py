@@ -231,10 +231,11 @@ def offline_state_dict(onnx_path: Path | None = None) -> tuple[dict[str, torch.T
 
 
 def build_offline_segmenter(device: str = "cpu", flip: bool = True, size: int = 320,
-                            onnx_path: str | None = None, chunk: int = 4) -> U2NetSegmenter:
+                            onnx_path: str | None = None, chunk: int = 4,
+                            compile: str = "auto") -> U2NetSegmenter:
     """Factory of the ``u2netp-offline`` segmenter (the default of ``fusion``)."""
     state, digest = offline_state_dict(Path(onnx_path) if onnx_path else None)
     model = U2NETP()
     load_state_dict_strict(model, state, onnx_path or "u2netp.onnx")
     return U2NetSegmenter(model.eval(), name=f"u2netp-offline:{digest[:12]}", device=device,
-                          flip=flip, size=size, chunk=chunk)
+                          flip=flip, size=size, chunk=chunk, compile=compile)
