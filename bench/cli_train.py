@@ -40,6 +40,12 @@ def train_command(
     stride: Annotated[int, typer.Option(help="Frames between training windows.")] = 30,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (default: the recipe's).")] = None,
     attitude: Annotated[bool, typer.Option(help="Listener: condition on the attitude.")] = False,
+    hidden: Annotated[
+        int | None, typer.Option(help="LSTM hidden size (default: the official 96; the key layout stays official).")
+    ] = None,
+    width: Annotated[
+        int | None, typer.Option(help="Input projection width (default: the official 192).")
+    ] = None,
     seeds: Annotated[int | None, typer.Option(help="Ensembles: number of seeded runs (default per ensemble).")] = None,
     export: Annotated[
         Path | None,
@@ -75,6 +81,8 @@ def train_command(
         seed=seed,
         snapshots=max(3, keep) if is_self else 3,
         attitude=attitude,
+        hidden=hidden,
+        width=width,
     )
     runs = train_many(data, cfg, range(seed, seed + n_seeds), store=store, progress=progress, log=typer.echo, threads=threads)
     if is_self:
@@ -111,6 +119,10 @@ def _command_line(driver: str, dataset: str, cfg: Any, n_seeds: int) -> str:
         parts.append(f"--lr {cfg.lr}")
     if cfg.attitude:
         parts.append("--attitude")
+    if cfg.hidden is not None:
+        parts.append(f"--hidden {cfg.hidden}")
+    if cfg.width is not None:
+        parts.append(f"--width {cfg.width}")
     if driver in ENSEMBLES and n_seeds != ENSEMBLES[driver][1]:
         parts.append(f"--seeds {n_seeds}")
     return " ".join(parts)

@@ -129,6 +129,26 @@ def test_config_hash_changes_with_recipe_and_data(tiny_data: FakeDataset) -> Non
         TrainConfig(arch="static").resolved()
 
 
+def test_smaller_model_keeps_the_official_keys_and_loads_back(tiny_data: FakeDataset, tmp_path: Path) -> None:
+    """--hidden/--width shrink the shapes, not the key layout; the sidecar rebuilds that size."""
+    from bench_plugins.drivers.models import RegularisedLSTM
+    from bench_plugins.drivers.neural import NeuralDriver
+
+    cfg = replace(TINY, epochs=1, hidden=8, width=16)
+    assert run_key(tiny_data, cfg).config_hash != run_key(tiny_data, TINY).config_hash
+    res = train(tiny_data, cfg, store=CheckpointStore(tmp_path), progress=False)
+    weights = _weights(res.best)
+    official = RegularisedLSTM().state_dict()
+    assert set(weights) == set(official)
+    assert weights["audio_to_face.fusion.0.weight"].shape == (16, 45 + 73)
+    assert weights["audio_to_face.lstm_layers.weight_hh_l0"].shape == (4 * 8, 8)
+    assert weights["dynam_3dmm_fc.weight"].shape == (73, 2 * 8)
+    driver = NeuralDriver("lstm", res.best)
+    assert {k: v.shape for k, v in driver.model.state_dict().items()} == {k: v.shape for k, v in weights.items()}
+    with pytest.raises(ConfigError):
+        TrainConfig(hidden=0).resolved()
+
+
 def test_listener_trains_with_attitude(tiny_data: FakeDataset, tmp_path: Path) -> None:
     cfg = replace(TINY, arch="vico-listener", attitude=True, epochs=1, snapshots=1)
     res = train(tiny_data, cfg, store=CheckpointStore(tmp_path), progress=False)
