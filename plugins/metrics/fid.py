@@ -44,7 +44,7 @@ from typing import ClassVar, Literal
 import numpy as np
 import torch
 
-from bench.accel import Accelerated
+from bench.accel import Accelerated, planned_mode, resolve_compile
 from bench.errors import ConfigError, InputError, MissingDependencyError
 from bench.metric import Metric
 from bench.paths import cache_dir, file_sha256
@@ -222,6 +222,7 @@ class FID(Metric):
         self.batch_size = int(batch_size)
         self.weights_source: Source = weights_source
         self.cache_gt = bool(cache_gt)
+        resolve_compile(compile)  # a bad value fails at planning, not mid-run
         self.compile = compile
         self._model: torch.nn.Module | None = None
         self._net: Accelerated | None = None
@@ -241,7 +242,7 @@ class FID(Metric):
 
         return (
             f"pytorch-fid {pytorch_fid.__version__} InceptionV3 pool3 "
-            f"({self.device.type}, {self.precision}, {self.net.describe()})"
+            f"({self.device.type}, {self.precision}, {self._mode()})"
         )
 
     # features ---------------------------------------------------------------
@@ -251,12 +252,17 @@ class FID(Metric):
             self._model = build_inception(self.device, self.weights_source)
         return self._model
 
+    def _compile_option(self) -> str:
+        return self.compile if self.precision == "fp32" else "off"  # autocast cannot be compiled in
+
+    def _mode(self) -> str:
+        return planned_mode(self._compile_option(), self.device)
+
     @property
     def net(self) -> Accelerated:
-        """The network as run: channels-last, compiled on CPU in fp32 (autocast cannot be compiled in)."""
+        """The network as run: channels-last, and on CPU in fp32 compiled (:mod:`bench.accel`)."""
         if self._net is None:
-            compile = self.compile if self.precision == "fp32" else "off"
-            self._net = Accelerated("fid-inception-v3", self.model, compile=compile)
+            self._net = Accelerated("fid-inception-v3", self.model, compile=self._compile_option())
         return self._net
 
     def features(self, frames: torch.Tensor) -> torch.Tensor:
@@ -281,7 +287,7 @@ class FID(Metric):
             weights = file_sha256(fid_weights_path())[:16]
             self._tag = (
                 f"v{self.version}-torch{torch.__version__}-w{weights}-{self.device.type}-{self.precision}"
-                f"-{self.net.describe()}"
+                f"-{self._mode()}"
             )
         return self._tag
 
