@@ -21,7 +21,7 @@ from bench_plugins.metrics.fid import (
 
 import bench
 import bench.accel as accel
-from bench.errors import InputError, MissingDependencyError
+from bench.errors import ConfigError, InputError, MissingDependencyError
 
 fid_score = pytest.importorskip("pytorch_fid.fid_score")
 
@@ -356,3 +356,17 @@ def test_compiled_features_match_pytorch_fid(inception_net: torch.nn.Module, ben
     assert metric.net.describe() == "aoti" and "aoti" in metric.backend
     rel = float((ours - theirs).abs().max() / theirs.abs().max())
     assert rel < 1e-5, rel
+
+
+def test_backend_and_options_are_known_without_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planning (cell ids, skipping finished cells) must not load InceptionV3."""
+    import bench_plugins.metrics.fid as fid_module
+
+    monkeypatch.setattr(fid_module, "build_inception", lambda *a: pytest.fail("network built"))
+    monkeypatch.setenv("BENCH_COMPILE", "auto")
+    monkeypatch.setattr(accel, "compiler_available", lambda: "/usr/bin/g++")
+    assert "aoti" in FID(device="cpu").backend
+    assert "eager" in FID(device="cpu", precision="bf16").backend  # autocast runs eager
+    assert "eager" in FID(device="cpu", compile="off").backend
+    with pytest.raises(ConfigError, match="compile must be one of"):
+        FID(compile="fast")
