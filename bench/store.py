@@ -231,9 +231,13 @@ class Store:
         return {int(r[0]) for r in rows}
 
     def done_clips(self, cid: str, n_shards: int, shard: int) -> set[int]:
-        """Indices of clips of a shard already saved (by an interrupted earlier run)."""
-        rows = self.conn.execute("SELECT idx FROM clips WHERE cell_id=? AND n_shards=? AND shard=?",
-                                 (cid, n_shards, shard))
+        """Indices of clips of a shard already scored by an interrupted earlier run.
+
+        Clips saved with an error are not among them: a resumed cell tries them again
+        (the failure may have been transient, e.g. memory), and their rows are replaced.
+        """
+        rows = self.conn.execute("SELECT idx FROM clips WHERE cell_id=? AND n_shards=? AND shard=? "
+                                 "AND error IS NULL", (cid, n_shards, shard))
         return {int(r[0]) for r in rows}
 
     def write_clip(self, cid: str, n_shards: int, shard: int, clip: Any) -> None:
