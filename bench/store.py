@@ -304,7 +304,7 @@ class Store:
         n_failed = sum(err is not None for _, _, _, err in clips)
         summary_rows: list[tuple[Any, ...]] = []
         for name, metric in metrics.items():
-            states = [st[name] for st in ok if name in st]
+            states = [metric.restore_state(st[name]) for st in ok if name in st]
             meta = info.get(name, {})
             if not states:
                 summary_rows.append((cid, name, name, None, None, None, 0, n_failed,
