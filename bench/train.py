@@ -66,6 +66,10 @@ class TrainConfig:
     seed: int = 0
     snapshots: int = 3
     attitude: bool = False
+    #: listener: add the first frame to every output (not official; no new keys)
+    residual: bool = False
+    #: listener: the speaker enters as its motion since its first frame (not official; no new keys)
+    speaker_motion: bool = False
     #: model size; None keeps the architecture's (official) size. The state-dict keys
     #: stay the official ones, only their shapes scale.
     width: int | None = None
@@ -82,6 +86,13 @@ class TrainConfig:
             raise ConfigError("epochs must be >= 1, clip_len >= 2 and stride >= 1")
         if (self.width is not None and self.width < 1) or (self.hidden is not None and self.hidden < 1):
             raise ConfigError("width and hidden must be >= 1")
+        if self.residual and self.arch != "vico-listener":
+            raise ConfigError(
+                f"residual is a vico-listener option, not one of {self.arch!r}",
+                fix="the lstm drivers have the residual already (lstm-nores drops it)",
+            )
+        if self.speaker_motion and self.arch != "vico-listener":
+            raise ConfigError(f"speaker_motion is a vico-listener option, not one of {self.arch!r}")
         r = RECIPES[self.recipe]
         return replace(
             self,
@@ -98,6 +109,10 @@ class TrainConfig:
     def model_options(self) -> dict[str, Any]:
         """Constructor options of the model (stored in the sidecar, so loading rebuilds it)."""
         options: dict[str, Any] = {"attitude": True} if self.arch == "vico-listener" and self.attitude else {}
+        if self.residual:
+            options["residual"] = True
+        if self.speaker_motion:
+            options["speaker_motion"] = True
         if self.width is not None:
             options["width"] = self.width
         if self.hidden is not None:
@@ -307,9 +322,10 @@ def _split_clips(dataset: Dataset, cfg: TrainConfig, stats: NormStats) -> tuple[
 def run_key(dataset: Dataset, cfg: TrainConfig) -> RunKey:
     cfg = cfg.resolved()
     ident = {k: v for k, v in asdict(cfg).items() if k != "seed"}
-    for size in ("width", "hidden"):  # the default size keeps the keys (and hashes) of older runs
-        if ident[size] is None:
-            del ident[size]
+    # Options at their default are left out, so older runs keep their keys (and hashes).
+    for name, default in (("width", None), ("hidden", None), ("residual", False), ("speaker_motion", False)):
+        if ident[name] == default:
+            del ident[name]
     ident["dataset_hash"] = dataset.content_hash()
     return RunKey(cfg.arch, dataset.name, config_hash(ident), cfg.seed)
 

@@ -101,9 +101,15 @@ def _check_on_vico_mini() -> None:
     ens_raw, ens_z = _errors(bench.load("driver", "lstm-ens5"), dataset, std)
     assert ens_z <= statistics.median(m[1] for m in members), (ens_z, members)
     assert ens_raw <= statistics.median(m[0] for m in members), (ens_raw, members)
+    # the listening track: the shipped listener and its ensemble also beat repeating frame 0
+    l_static_raw, l_static_z = _errors("static", dataset, std, "listening")
+    for name in ("vico-listener", "listener-ens3"):
+        raw, z = _errors(bench.load("driver", name), dataset, std, "listening")
+        assert z < 0.9 * l_static_z, (name, z, l_static_z)
+        assert raw < 0.9 * l_static_raw, (name, raw, l_static_raw)
 
 
-def test_shipped_lstm_beats_static_and_ens5_its_median_member(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_shipped_drivers_beat_static_and_ens5_its_median_member(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fast when vico-mini is already generated in $BENCH_HOME (any `bench run` does that)."""
     from bench.data.synth import COMPLETE_MARKER, vico_mini_dir
 
@@ -113,6 +119,6 @@ def test_shipped_lstm_beats_static_and_ens5_its_median_member(monkeypatch: pytes
 
 
 @pytest.mark.slow
-def test_shipped_lstm_beats_static_on_a_freshly_generated_vico_mini(bench_home: Path) -> None:
+def test_shipped_drivers_beat_static_on_a_freshly_generated_vico_mini(bench_home: Path) -> None:
     """The same acceptance after generating vico-mini from scratch (about a minute)."""
     _check_on_vico_mini()

@@ -156,6 +156,39 @@ def test_listener_trains_with_attitude(tiny_data: FakeDataset, tmp_path: Path) -
     assert "fusion.attitude_embedding.weight" in state and meta["model"]["options"] == {"attitude": True}
 
 
+def test_cli_listener_options_reach_the_sidecar_keys_and_command(
+    tiny_data: FakeDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bench_home: Path
+) -> None:
+    """--residual/--speaker-motion/--weight-decay: recorded (so loading rebuilds them), official keys."""
+    from bench_plugins.drivers.models import VicoListener
+
+    import bench
+    from bench.cli import main
+
+    real_load = bench.load
+    monkeypatch.setattr(bench, "load", lambda kind, name, **o: tiny_data if kind == "dataset" else real_load(kind, name, **o))
+    export = tmp_path / "shipped"
+    main(["train", "--driver", "vico-listener", "--dataset", "fake", "--epochs", "1", "--batch-size", "4",
+          "--clip-len", "16", "--stride", "8", "--residual", "--speaker-motion", "--weight-decay", "0.5",
+          "--no-progress", "--export", str(export)])
+    entry = json.loads((export / "manifest.json").read_text())["drivers"]["vico-listener"]
+    assert "--residual" in entry["command"] and "--speaker-motion" in entry["command"]
+    assert "--weight-decay 0.5" in entry["command"]
+    state, meta = load_checkpoint(export / entry["files"][0])
+    assert meta["model"]["options"] == {"residual": True, "speaker_motion": True}
+    assert meta["train"]["weight_decay"] == 0.5
+    assert set(state) == set(VicoListener().state_dict())
+    driver = real_load("driver", f"vico-listener:{export / entry['files'][0]}")
+    assert driver.model.residual and driver.model.speaker_motion
+    # the defaults leave the run key as it was; the options change it; they are listener-only
+    base = replace(TINY, arch="vico-listener")
+    assert run_key(tiny_data, replace(base, residual=True)).config_hash != run_key(tiny_data, base).config_hash
+    assert run_key(tiny_data, replace(base, speaker_motion=True)).config_hash != run_key(tiny_data, base).config_hash
+    for bad in (replace(TINY, residual=True), replace(TINY, speaker_motion=True)):
+        with pytest.raises(ConfigError, match="vico-listener option"):
+            bad.resolved()
+
+
 def test_ensemble_training_resumes_and_selects_by_validation(
     tiny_data: FakeDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
