@@ -9,7 +9,6 @@ manifests with seeded random values.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,13 +27,8 @@ LAYOUTS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """These small models run fastest (and reproducibly) on one thread, above all on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# small models run fastest (and reproducibly) on one thread, above all on a busy CPU
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def official_state(golden: Path, layout: str, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,12 +23,8 @@ SIZE_BUDGET = 5 * 1024 * 1024
 NAMED = {"lstm", "lstm-nobn", "lstm-nores", "lstm-nodrop", "lstm-self3", "lstm-ens5", "vico-listener", "listener-ens3"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# small models run fastest (and reproducibly) on one thread, above all on a busy CPU
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _manifest() -> dict[str, Any]:

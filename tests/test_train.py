@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -21,13 +21,8 @@ from bench.train import TrainConfig, baseline_loss, paper_loss, run_key, train, 
 TINY = TrainConfig(arch="lstm", epochs=2, batch_size=4, clip_len=16, stride=8, seed=0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """These small models run fastest (and reproducibly) on one thread, above all on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# small models run fastest (and reproducibly) on one thread, above all on a busy CPU
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -156,17 +151,24 @@ def test_listener_trains_with_attitude(tiny_data: FakeDataset, tmp_path: Path) -
     assert "fusion.attitude_embedding.weight" in state and meta["model"]["options"] == {"attitude": True}
 
 
+def _serve_dataset(monkeypatch: pytest.MonkeyPatch, data: FakeDataset) -> Any:
+    """Make ``bench.load("dataset", ...)`` return ``data``; returns the real ``bench.load``."""
+    import bench
+
+    real_load = bench.load
+    monkeypatch.setattr(bench, "load", lambda kind, name, **o: data if kind == "dataset" else real_load(kind, name, **o))
+    return real_load
+
+
 def test_cli_listener_options_reach_the_sidecar_keys_and_command(
     tiny_data: FakeDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bench_home: Path
 ) -> None:
     """--residual/--speaker-motion/--weight-decay: recorded (so loading rebuilds them), official keys."""
     from bench_plugins.drivers.models import VicoListener
 
-    import bench
     from bench.cli import main
 
-    real_load = bench.load
-    monkeypatch.setattr(bench, "load", lambda kind, name, **o: tiny_data if kind == "dataset" else real_load(kind, name, **o))
+    real_load = _serve_dataset(monkeypatch, tiny_data)
     export = tmp_path / "shipped"
     main(["train", "--driver", "vico-listener", "--dataset", "fake", "--epochs", "1", "--batch-size", "4",
           "--clip-len", "16", "--stride", "8", "--residual", "--speaker-motion", "--weight-decay", "0.5",
@@ -211,11 +213,9 @@ def test_ensemble_training_resumes_and_selects_by_validation(
 def test_cli_trains_an_ensemble_and_exports_it(
     tiny_data: FakeDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bench_home: Path
 ) -> None:
-    import bench
     from bench.cli import main
 
-    real_load = bench.load
-    monkeypatch.setattr(bench, "load", lambda kind, name, **o: tiny_data if kind == "dataset" else real_load(kind, name, **o))
+    real_load = _serve_dataset(monkeypatch, tiny_data)
     export = tmp_path / "shipped"
     args = ["train", "--driver", "lstm-ens5", "--dataset", "fake", "--seeds", "2", "--epochs", "1",
             "--batch-size", "4", "--clip-len", "16", "--stride", "8", "--no-progress", "--export", str(export)]
