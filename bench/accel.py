@@ -73,6 +73,17 @@ def compiler_available() -> str | None:
     return None
 
 
+def planned_mode(compile: str, device: str | torch.device) -> str:
+    """``"aoti"`` or ``"eager"``: how :class:`Accelerated` will run a network, known
+    before any network is built (for backend strings at planning time)."""
+    mode = resolve_compile(compile)
+    if mode == "off" or torch.device(device).type != "cpu":
+        return "eager"
+    if mode == "auto" and compiler_available() is None:
+        return "eager"
+    return "aoti"
+
+
 class _ChannelsLast(nn.Module):
     """Feeds the wrapped module channels-last input; callers pass ordinary NCHW tensors."""
 
@@ -193,11 +204,7 @@ class Accelerated:
 
     def describe(self) -> str:
         """``eager`` or ``aoti``, for backend strings and cache tags (decided without compiling)."""
-        if self.compile == "off" or self._device.type != "cpu":
-            return "eager"
-        if self.compile == "auto" and compiler_available() is None:
-            return "eager"
-        return "aoti"
+        return planned_mode(self.compile, self._device)
 
     def _runner(self, x: torch.Tensor) -> Callable[..., Any]:
         if self.describe() == "eager":

@@ -40,6 +40,26 @@ def train_command(
     stride: Annotated[int, typer.Option(help="Frames between training windows.")] = 30,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (default: the recipe's).")] = None,
     attitude: Annotated[bool, typer.Option(help="Listener: condition on the attitude.")] = False,
+    residual: Annotated[
+        bool, typer.Option(help="Listener: add the first frame to every output (not official; same keys).")
+    ] = False,
+    speaker_motion: Annotated[
+        bool,
+        typer.Option(
+            "--speaker-motion",
+            help="Listener: feed the speaker's motion since its first frame, not its coefficients "
+            "(not official; same keys).",
+        ),
+    ] = False,
+    weight_decay: Annotated[
+        float | None, typer.Option("--weight-decay", help="AdamW weight decay (default: the recipe's).")
+    ] = None,
+    hidden: Annotated[
+        int | None, typer.Option(help="LSTM hidden size (default: the official 96; the key layout stays official).")
+    ] = None,
+    width: Annotated[
+        int | None, typer.Option(help="Input projection width (default: the official 192).")
+    ] = None,
     seeds: Annotated[int | None, typer.Option(help="Ensembles: number of seeded runs (default per ensemble).")] = None,
     export: Annotated[
         Path | None,
@@ -75,6 +95,11 @@ def train_command(
         seed=seed,
         snapshots=max(3, keep) if is_self else 3,
         attitude=attitude,
+        residual=residual,
+        speaker_motion=speaker_motion,
+        weight_decay=weight_decay,
+        hidden=hidden,
+        width=width,
     )
     runs = train_many(data, cfg, range(seed, seed + n_seeds), store=store, progress=progress, log=typer.echo, threads=threads)
     if is_self:
@@ -111,6 +136,16 @@ def _command_line(driver: str, dataset: str, cfg: Any, n_seeds: int) -> str:
         parts.append(f"--lr {cfg.lr}")
     if cfg.attitude:
         parts.append("--attitude")
+    if cfg.weight_decay is not None:
+        parts.append(f"--weight-decay {cfg.weight_decay}")
+    if cfg.residual:
+        parts.append("--residual")
+    if cfg.speaker_motion:
+        parts.append("--speaker-motion")
+    if cfg.hidden is not None:
+        parts.append(f"--hidden {cfg.hidden}")
+    if cfg.width is not None:
+        parts.append(f"--width {cfg.width}")
     if driver in ENSEMBLES and n_seeds != ENSEMBLES[driver][1]:
         parts.append(f"--seeds {n_seeds}")
     return " ".join(parts)

@@ -399,13 +399,13 @@ def _score_pair(pair: VideoPair, index: int, gt_root: Path, metrics: dict[str, M
         gt_stream.close()
     if done == 0:
         raise harness.ClipFailure(f"{pair.pred.name}: no frames decoded")
-    states = {name: m.state() for name, m in metrics.items()}
+    states = {name: m.stored_state() for name, m in metrics.items()}  # restored where consumed
     values: dict[str, float] = {}
     for name, m in metrics.items():
         if not harness._per_clip_values(name, m):
             continue
         try:
-            vals = m.compute_state(states[name])
+            vals = m.compute_state(m.state())
         except Exception:  # a per-clip value may be undefined; the pooled one still is
             continue
         values.update({k: float(v) for k, v in vals.items()})
@@ -507,7 +507,7 @@ def evaluate_videos(
     directions: dict[str, bool | None] = {}
     labels: dict[str, str] = {}
     for mname, metric in instances.items():
-        states = [c.states[mname] for c in ok]
+        states = [metric.restore_state(c.states[mname]) for c in ok]
         dirs = metric.directions() if hasattr(metric, "directions") else {mname: metric.higher_is_better}
         directions.update(dirs)
         labels[mname] = str(getattr(metric, "label", ""))

@@ -1198,12 +1198,11 @@ def _run_clip(
     states: dict[str, dict[str, Any]] = {}
     values: dict[str, float] = {}
     for name, m in metrics.items():
-        st = m.state()
-        states[name] = st
+        states[name] = m.stored_state()  # consumers restore_state() it
         if not _per_clip_values(name, m):
             continue
         try:
-            vals = m.compute_state(st)
+            vals = m.compute_state(m.state())
         except Exception:  # e.g. FID of one clip may be undefined; the pooled value still is
             vals = {}
         for kname, v in vals.items():

@@ -89,6 +89,19 @@ class Metric:
         """A detached copy of the current state (on CPU)."""
         return {k: v.detach().cpu().clone() for k, v in self._state.items()}
 
+    def stored_state(self) -> State:
+        """This clip's state in the form results are stored and shipped in.
+
+        The default is :meth:`state`; a metric with a bulky state may return a smaller
+        equivalent (FID keeps a short clip's features instead of 2048x2048 moments).
+        Every consumer passes stored states through :meth:`restore_state` first.
+        """
+        return self.state()
+
+    def restore_state(self, stored: Mapping[str, torch.Tensor]) -> State:
+        """The mergeable state of a :meth:`stored_state` (the default: as it is)."""
+        return dict(stored)
+
     def merge(self, states: Sequence[Mapping[str, torch.Tensor]]) -> State:
         """Combine states (of clips, shards) by each field's declared reduction."""
         import torch

@@ -231,9 +231,13 @@ class Store:
         return {int(r[0]) for r in rows}
 
     def done_clips(self, cid: str, n_shards: int, shard: int) -> set[int]:
-        """Indices of clips of a shard already saved (by an interrupted earlier run)."""
-        rows = self.conn.execute("SELECT idx FROM clips WHERE cell_id=? AND n_shards=? AND shard=?",
-                                 (cid, n_shards, shard))
+        """Indices of clips of a shard already scored by an interrupted earlier run.
+
+        Clips saved with an error are not among them: a resumed cell tries them again
+        (the failure may have been transient, e.g. memory), and their rows are replaced.
+        """
+        rows = self.conn.execute("SELECT idx FROM clips WHERE cell_id=? AND n_shards=? AND shard=? "
+                                 "AND error IS NULL", (cid, n_shards, shard))
         return {int(r[0]) for r in rows}
 
     def write_clip(self, cid: str, n_shards: int, shard: int, clip: Any) -> None:
@@ -300,7 +304,7 @@ class Store:
         n_failed = sum(err is not None for _, _, _, err in clips)
         summary_rows: list[tuple[Any, ...]] = []
         for name, metric in metrics.items():
-            states = [st[name] for st in ok if name in st]
+            states = [metric.restore_state(st[name]) for st in ok if name in st]
             meta = info.get(name, {})
             if not states:
                 summary_rows.append((cid, name, name, None, None, None, 0, n_failed,

@@ -66,6 +66,14 @@ class TrainConfig:
     seed: int = 0
     snapshots: int = 3
     attitude: bool = False
+    #: listener: add the first frame to every output (not official; no new keys)
+    residual: bool = False
+    #: listener: the speaker enters as its motion since its first frame (not official; no new keys)
+    speaker_motion: bool = False
+    #: model size; None keeps the architecture's (official) size. The state-dict keys
+    #: stay the official ones, only their shapes scale.
+    width: int | None = None
+    hidden: int | None = None
     train_split: str = "train"
     val_split: str = "val"
 
@@ -76,6 +84,15 @@ class TrainConfig:
             raise ConfigError(f"unknown recipe {self.recipe!r}; known: {', '.join(RECIPES)}")
         if self.epochs < 1 or self.clip_len < 2 or self.stride < 1:
             raise ConfigError("epochs must be >= 1, clip_len >= 2 and stride >= 1")
+        if (self.width is not None and self.width < 1) or (self.hidden is not None and self.hidden < 1):
+            raise ConfigError("width and hidden must be >= 1")
+        if self.residual and self.arch != "vico-listener":
+            raise ConfigError(
+                f"residual is a vico-listener option, not one of {self.arch!r}",
+                fix="the lstm drivers have the residual already (lstm-nores drops it)",
+            )
+        if self.speaker_motion and self.arch != "vico-listener":
+            raise ConfigError(f"speaker_motion is a vico-listener option, not one of {self.arch!r}")
         r = RECIPES[self.recipe]
         return replace(
             self,
@@ -90,7 +107,17 @@ class TrainConfig:
         return "listening" if self.arch == "vico-listener" else "talking"
 
     def model_options(self) -> dict[str, Any]:
-        return {"attitude": True} if self.arch == "vico-listener" and self.attitude else {}
+        """Constructor options of the model (stored in the sidecar, so loading rebuilds it)."""
+        options: dict[str, Any] = {"attitude": True} if self.arch == "vico-listener" and self.attitude else {}
+        if self.residual:
+            options["residual"] = True
+        if self.speaker_motion:
+            options["speaker_motion"] = True
+        if self.width is not None:
+            options["width"] = self.width
+        if self.hidden is not None:
+            options["hidden"] = self.hidden
+        return options
 
 
 @dataclass
@@ -295,6 +322,10 @@ def _split_clips(dataset: Dataset, cfg: TrainConfig, stats: NormStats) -> tuple[
 def run_key(dataset: Dataset, cfg: TrainConfig) -> RunKey:
     cfg = cfg.resolved()
     ident = {k: v for k, v in asdict(cfg).items() if k != "seed"}
+    # Options at their default are left out, so older runs keep their keys (and hashes).
+    for name, default in (("width", None), ("hidden", None), ("residual", False), ("speaker_motion", False)):
+        if ident[name] == default:
+            del ident[name]
     ident["dataset_hash"] = dataset.content_hash()
     return RunKey(cfg.arch, dataset.name, config_hash(ident), cfg.seed)
 
@@ -487,10 +518,15 @@ class _Bar:
             self._progress.__exit__(*exc)
 
 
-def driver_coeff_l1(driver: Any, dataset: Dataset, split: str, task: str = "talking") -> float:
+def driver_coeff_l1(
+    driver: Any, dataset: Dataset, split: str, task: str = "talking", *, scale: torch.Tensor | None = None
+) -> float:
     """Mean |pred - gt| of denormalised coefficients over frames 1..T-1 of every clip, pooled.
 
     Frame 0 is excluded: every driver is given it. One clip per call (no padding).
+    ``scale`` (73,) divides each dimension's error (the training std gives the
+    z-scored L1, in which every coefficient counts alike; raw units are dominated by
+    the crop's pixel offsets).
     """
     from .contracts import DriverBatch
 
@@ -511,6 +547,9 @@ def driver_coeff_l1(driver: Any, dataset: Dataset, split: str, task: str = "talk
             uuids=[sample.uuid],
         )
         pred = driver.predict(batch)[0]
-        total += float((pred[1:steps] - gt[1:steps].float()).abs().sum()) / pred.shape[-1]
+        err = (pred[1:steps] - gt[1:steps].float()).abs()
+        if scale is not None:
+            err = err / scale.to(err)
+        total += float(err.sum()) / pred.shape[-1]
         frames += steps - 1
     return total / max(frames, 1)

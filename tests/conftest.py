@@ -45,3 +45,14 @@ def golden() -> Path:
     if not GOLDEN.is_dir():
         pytest.skip(f"golden data not found at {GOLDEN} (../shared must sit beside the repo)")
     return GOLDEN
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """torch on one thread for the test (small models: fastest, and reproducible)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

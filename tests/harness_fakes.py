@@ -11,7 +11,7 @@ so subprocesses, submitit jobs and Ray workers see them too.
 * post-processors ``fake-blend`` (asks the renderer for ``padding_mode``) and
   ``fake-warp`` (asks for an option no renderer has);
 * metrics ``fake-psnr`` (pooled, sum state), ``fake-l1`` (clip level, coeffs),
-  ``fake-means`` (cat state);
+  ``fake-means`` (cat state), ``fake-packed`` (stored in another form than its state);
 * drivers ``fake-noisy`` (gt + torch.randn noise: seeds matter) and ``fake-nan``.
 """
 
@@ -249,6 +249,33 @@ class FakeMeans(Metric):
         return {"fake-means": float(state["means"].mean()), "fake-means_frames": float(state["means"].numel())}
 
 
+class FakePacked(Metric):
+    """Mean brightness whose stored form differs from its state (as FID's does):
+    every consumer of stored clip states must restore them before merging."""
+
+    name = "fake-packed"
+    inputs = frozenset({"frames"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("total", torch.zeros((), dtype=torch.float64), "sum")
+        self.add_state("n", torch.zeros((), dtype=torch.float64), "sum")
+
+    def update(self, frames: torch.Tensor) -> None:  # type: ignore[override]
+        self._state["total"] = self._state["total"] + frames.double().mean(dim=(1, 2, 3)).sum()
+        self._state["n"] = self._state["n"] + frames.shape[0]
+
+    def stored_state(self) -> dict[str, torch.Tensor]:
+        state = self.state()
+        return {"n": state["n"], "halved": state["total"] / 2}
+
+    def restore_state(self, stored: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"n": stored["n"], "total": stored["halved"] * 2}
+
+    def _compute(self, state: Mapping[str, torch.Tensor]) -> float:
+        return float(state["total"] / state["n"])
+
+
 CLIPS: list[dict[str, Any]] = [
     {"uuid": "a1", "n_frames": 13, "seed": 1},
     {"uuid": "b2", "n_frames": 20, "seed": 2},
@@ -317,4 +344,5 @@ def bench_add_metrics() -> dict[str, ComponentSpec]:
         "fake-psnr": ComponentSpec(f"{_M}:FakePSNR"),
         "fake-l1": ComponentSpec(f"{_M}:FakeL1"),
         "fake-means": ComponentSpec(f"{_M}:FakeMeans"),
+        "fake-packed": ComponentSpec(f"{_M}:FakePacked"),
     }

@@ -9,7 +9,6 @@ manifests with seeded random values.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,13 +27,8 @@ LAYOUTS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """These small models run fastest (and reproducibly) on one thread, above all on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# small models run fastest (and reproducibly) on one thread, above all on a busy CPU
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def official_state(golden: Path, layout: str, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -285,6 +279,54 @@ def test_listener_attitude_option(golden: Path) -> None:
         a, b = with_att(audio, init, speaker, att), plain(audio, init, speaker)
     torch.testing.assert_close(a[0], b[0])
     assert not torch.allclose(a[1], b[1])
+
+
+def test_listener_residual_and_speaker_motion_keep_the_official_keys(golden: Path) -> None:
+    """Both options add no parameters; each changes the forward pass exactly as documented."""
+    sd = official_state(golden, "vico_baseline_listener")
+    official = set(json.loads((golden / "state_dicts" / "vico_baseline_listener.json").read_text()))
+    audio, init, speaker = _inputs()
+    ref = ref_vico_listener(sd, audio, speaker, init)
+    models = {}
+    for options in ({"residual": True}, {"speaker_motion": True}, {"residual": True, "speaker_motion": True}):
+        m = VicoListener(**options).eval()
+        assert set(m.state_dict()) == official
+        m.load_state_dict(sd, strict=True)
+        models[tuple(options)] = m
+    with torch.no_grad():
+        # residual: the official output plus the (normalised) first frame at every step
+        torch.testing.assert_close(models[("residual",)](audio, init, speaker), ref + init[:, None], rtol=1e-5, atol=1e-5)
+        # speaker motion: the official model fed the speaker minus its first frame
+        moved = ref_vico_listener(sd, audio, speaker - speaker[:, :1], init)
+        torch.testing.assert_close(models[("speaker_motion",)](audio, init, speaker), moved, rtol=1e-5, atol=1e-5)
+        # ... which makes it blind to a constant offset of the speaker (who is talking)
+        torch.testing.assert_close(
+            models[("speaker_motion",)](audio, init, speaker + torch.randn(2, 1, 73)), moved, rtol=1e-5, atol=1e-5
+        )
+        both = models[("residual", "speaker_motion")](audio, init, speaker)
+    torch.testing.assert_close(both, moved + init[:, None], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(moved, ref)
+
+
+def test_listener_options_are_rebuilt_from_the_sidecar(golden: Path, tmp_path: Path) -> None:
+    """A checkpoint trained with residual/speaker_motion loads with them (official keys in the file)."""
+    sd = official_state(golden, "vico_baseline_listener")
+    norm = stats()
+    options = {"residual": True, "speaker_motion": True}
+    path = tmp_path / "l.pt"
+    save_checkpoint(path, sd, {"model": {"arch": "vico-listener", "audio_dim": 45, "options": options}, "norm": norm_to_json(norm)})
+    driver = NeuralDriver("vico-listener", path)
+    assert driver.model.residual and driver.model.speaker_motion
+    audio, init, speaker = _inputs(seed=5)
+    raw = DriverBatch(
+        audio=audio * norm.audio_std + norm.audio_mean,
+        init=init * norm.coeff_std + norm.coeff_mean,
+        speaker=speaker * norm.coeff_std + norm.coeff_mean,
+    )
+    expected = ref_vico_listener(sd, audio, speaker - speaker[:, :1], init) + init[:, None]
+    # frame 0 is the given first frame; frame t+1 is step t's output
+    z = torch.cat([init[:, None], expected[:, :-1]], dim=1)
+    torch.testing.assert_close(driver.predict(raw), z * norm.coeff_std + norm.coeff_mean, rtol=1e-4, atol=1e-4)
 
 
 def test_listener_is_causal() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from official_decode import cv2_frames
 
 from bench import evaluate, video
 
@@ -46,21 +47,6 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return pred, gt
 
 
-def _cv2_frames(path: Path) -> torch.Tensor:
-    """The official scripts' decoding, written out here: cv2.VideoCapture + BGR->RGB."""
-    import cv2
-
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame[:, :, ::-1].copy())
-    cap.release()
-    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255.0
-
-
 def test_psnr_ssim_match_piq_on_decoded_frames(folders: tuple[Path, Path], bench_home: Path) -> None:
     import piq
 
@@ -68,8 +54,8 @@ def test_psnr_ssim_match_piq_on_decoded_frames(folders: tuple[Path, Path], bench
     res = evaluate.evaluate_videos(pred, gt, "talking", metrics=["psnr", "ssim"], n_resamples=0)
     psnrs, ssims = [], []
     for uuid in UUIDS[:2]:
-        p = _cv2_frames(pred / f"{uuid}.speaker.mp4")
-        g = _cv2_frames(gt / "videos" / f"{uuid}.speaker.mp4")
+        p = cv2_frames(pred / f"{uuid}.speaker.mp4")
+        g = cv2_frames(gt / "videos" / f"{uuid}.speaker.mp4")
         psnrs.append(piq.psnr(p, g, data_range=1.0, reduction="none"))
         ssims.append(piq.ssim(p, g, data_range=1.0, reduction="none"))
     # the challenge pools over all frames of all videos
@@ -94,7 +80,7 @@ def test_fid_matches_pytorch_fid(folders: tuple[Path, Path], bench_home: Path) -
         out = []
         with torch.no_grad():
             for uuid in UUIDS[:2]:
-                out.append(model(_cv2_frames(folder / f"{uuid}.speaker.mp4"))[0].squeeze(-1).squeeze(-1))
+                out.append(model(cv2_frames(folder / f"{uuid}.speaker.mp4"))[0].squeeze(-1).squeeze(-1))
         return torch.cat(out).double().numpy()
 
     a, b = feats(pred), feats(gt / "videos")
@@ -151,8 +137,8 @@ def test_cell_in_store_beside_run_cells(folders: tuple[Path, Path], tmp_path: Pa
     # per-clip psnr: that clip's frames only, the same formula
     import piq
 
-    p = _cv2_frames(pred / "u1.speaker.mp4")
-    g = _cv2_frames(gt / "videos" / "u1.speaker.mp4")
+    p = cv2_frames(pred / "u1.speaker.mp4")
+    g = cv2_frames(gt / "videos" / "u1.speaker.mp4")
     u1 = float(clips.set_index("uuid").loc["u1", "psnr"])
     assert u1 == pytest.approx(float(piq.psnr(p, g, data_range=1.0, reduction="none").double().mean()), abs=0.01)
     # a changed prediction folder is another cell; the same folder again the same cell
@@ -220,7 +206,7 @@ def test_videos_renderer_streams_the_clip_file(folders: tuple[Path, Path], tmp_p
     source = torch.zeros(3, SIZE, SIZE)
     batches = list(renderer.render(source, torch.zeros(N_FRAMES, 73), sample=sample))
     assert [b.shape[0] for b in batches] == [4, 4, 2]
-    assert torch.equal(torch.cat(batches), _cv2_frames(pred / "u2.speaker.mp4"))
+    assert torch.equal(torch.cat(batches), cv2_frames(pred / "u2.speaker.mp4"))
     with pytest.raises(InputError, match=f"clip has {N_FRAMES + 2}"):  # length must match the clip
         list(renderer.render(source, torch.zeros(N_FRAMES + 2, 73), sample=sample))
     with pytest.raises(InputError, match="no video for clip"):

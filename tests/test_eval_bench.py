@@ -11,7 +11,7 @@ import torch
 
 from bench import evaluate, video
 
-N_CLIPS, N_FRAMES, SIZE = 2, 32, 256
+N_CLIPS, N_FRAMES, SIZE = 3, 64, 256
 
 
 def _clip(seed: int) -> torch.Tensor:

@@ -96,3 +96,49 @@ def test_decoders_agree_on_vico_mini(vico_root: Path, tmp_path: Path) -> None:
     print(json.dumps({"videos": report, "scores": scores}))
     assert abs(scores["opencv"]["psnr"] - scores["pyav"]["psnr"]) < 0.01
     assert abs(scores["opencv"]["ssim"] - scores["pyav"]["ssim"]) < 1e-4
+
+
+@pytest.mark.slow  # dlib on every frame of both videos of a clip
+def test_lmd_matches_the_official_formula(vico_root: Path, tmp_path: Path) -> None:
+    """LipLMD of `bench eval` vs compute_lmd.py's formula written out here: OpenCV frames,
+    dlib's detector (best box; upsampled once if none) and 68-point predictor, then
+    mean |pd - gt| over the x and y of points 48-67 of all frames with a face."""
+    import importlib.util
+
+    import numpy as np
+    from official_decode import cv2_frames_uint8
+
+    split = _first_uuids(vico_root, 1, tmp_path / "one.csv")
+    (uuid,) = [r["uuid"] for r in csv.DictReader(split.open(newline=""))]
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    (pred / f"{uuid}.speaker.mp4").symlink_to(vico_root / "videos" / f"{uuid}.listener.mp4")
+    res = evaluate.evaluate_videos(pred, vico_root, "talking", split_csv=split, metrics=["lmd"],
+                                   n_resamples=0)
+
+    dlib = pytest.importorskip("dlib")
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None:
+        pytest.skip("face_recognition_models is not installed")
+    # the package's own locator imports pkg_resources, gone from modern setuptools
+    models = Path(next(iter(spec.submodule_search_locations or []))) / "models"
+    detector = dlib.get_frontal_face_detector()
+    predictor = dlib.shape_predictor(str(models / "shape_predictor_68_face_landmarks.dat"))
+
+    def landmarks(image: np.ndarray) -> np.ndarray | None:
+        for upsample in (0, 1):
+            boxes, scores, _ = detector.run(image, upsample, 0.0)
+            if len(boxes):
+                shape = predictor(image, boxes[int(np.argmax(scores))])
+                return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+        return None
+
+    diffs = []
+    gt_frames = cv2_frames_uint8(vico_root / "videos" / f"{uuid}.speaker.mp4")
+    pd_frames = cv2_frames_uint8(pred / f"{uuid}.speaker.mp4")
+    for pd_image, gt_image in zip(pd_frames, gt_frames, strict=True):
+        gt_points, pd_points = landmarks(gt_image), landmarks(pd_image)
+        if gt_points is not None and pd_points is not None:
+            diffs.append(np.abs(pd_points[48:68] - gt_points[48:68]))
+    assert len(diffs) > 0.9 * len(gt_frames)  # vico-mini's faces are found
+    assert res.values["lmd"] == pytest.approx(float(np.mean(diffs)), abs=1e-9)

@@ -21,7 +21,7 @@ from bench_plugins.metrics.fid import (
 
 import bench
 import bench.accel as accel
-from bench.errors import InputError, MissingDependencyError
+from bench.errors import ConfigError, InputError, MissingDependencyError
 
 fid_score = pytest.importorskip("pytorch_fid.fid_score")
 
@@ -356,3 +356,60 @@ def test_compiled_features_match_pytorch_fid(inception_net: torch.nn.Module, ben
     assert metric.net.describe() == "aoti" and "aoti" in metric.backend
     rel = float((ours - theirs).abs().max() / theirs.abs().max())
     assert rel < 1e-5, rel
+
+
+def test_backend_and_options_are_known_without_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planning (cell ids, skipping finished cells) must not load InceptionV3."""
+    import bench_plugins.metrics.fid as fid_module
+
+    monkeypatch.setattr(fid_module, "build_inception", lambda *a: pytest.fail("network built"))
+    monkeypatch.setenv("BENCH_COMPILE", "auto")
+    monkeypatch.setattr(accel, "compiler_available", lambda: "/usr/bin/g++")
+    assert "aoti" in FID(device="cpu").backend
+    assert "eager" in FID(device="cpu", precision="bf16").backend  # autocast runs eager
+    assert "eager" in FID(device="cpu", compile="off").backend
+    with pytest.raises(ConfigError, match="compile must be one of"):
+        FID(compile="fast")
+
+
+def _stored_bytes(state: dict[str, torch.Tensor]) -> int:
+    import io
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getbuffer().nbytes
+
+
+def test_a_short_clip_is_stored_as_features_and_restored_to_its_moments() -> None:
+    g = torch.Generator().manual_seed(11)
+    gen = [torch.rand(b, 2048, generator=g) for b in (7, 16, 3)]
+    gt = [torch.rand(b, 2048, generator=g) for b in (7, 16, 3)]
+    metric = FID(device="cpu")
+    for a, b in zip(gen, gt, strict=True):  # batch by batch, as the harness feeds a clip
+        metric.add_features("gen", a)
+        metric.add_features("gt", b)
+    stored = metric.stored_state()
+    assert "gen_outer" not in stored and stored["gen_features"].shape == (26, 2048)
+    assert _stored_bytes(stored) * 50 < _stored_bytes(metric.state())
+    restored = metric.restore_state(stored)
+    moments = metric.state()
+    assert restored.keys() == moments.keys()
+    for key, value in moments.items():
+        torch.testing.assert_close(restored[key], value, rtol=1e-13, atol=1e-12)
+    # the value pytorch-fid gives on the raw features
+    a, b = torch.cat(gen).double().numpy(), torch.cat(gt).double().numpy()
+    ref = fid_score.calculate_frechet_distance(a.mean(0), np.cov(a, rowvar=False),
+                                               b.mean(0), np.cov(b, rowvar=False))
+    assert metric.compute_state(metric.merge([restored]))["fid"] == pytest.approx(float(ref), rel=1e-6)
+    assert metric.restore_state(moments).keys() == moments.keys()  # moments pass through
+    metric.reset()
+    assert metric.stored_state()["gen_features"].shape == (0, 2048)
+
+
+def test_a_long_clip_is_stored_as_moments() -> None:
+    metric = FID(device="cpu")
+    feats = torch.rand(2100, 2048, generator=torch.Generator().manual_seed(2))  # > 16.8 MB as float32
+    metric.add_features("gen", feats)
+    metric.add_features("gt", feats[:5])
+    stored = metric.stored_state()
+    assert "gen_outer" in stored and "gen_features" not in stored

@@ -142,6 +142,21 @@ def test_large_sum_fields_are_count_weighted() -> None:
     assert ours == pytest.approx(tuple(np.quantile(values, [0.025, 0.975])), rel=1e-12)
 
 
+def test_each_distinct_draw_of_sum_states_is_computed_once() -> None:
+    """Resamples with the same clip counts merge to the same sum state: one compute each."""
+    calls = []
+
+    class Counting(PSNR):
+        def _compute(self, state: Mapping[str, torch.Tensor]) -> float:  # type: ignore[override]
+            calls.append(1)
+            return super()._compute(state)
+
+    clips = _clips(3, seed=4)
+    ours = bootstrap_ci(Counting(), _psnr_states(clips), n_resamples=300, seed=5)["psnr"]
+    assert len(calls) <= 10  # C(3+3-1, 3) distinct multisets of 3 clips
+    assert ours == pytest.approx(_numpy_bootstrap(clips, 300, seed=5, alpha=0.05), abs=1e-9)
+
+
 def test_bad_input() -> None:
     with pytest.raises(InputError, match="empty split"):
         bootstrap_ci(PSNR(), [])

@@ -126,6 +126,33 @@ def test_half_done_cell_is_invisible_and_completes(fakes: Path, tmp_path: Path) 
     assert done["metrics"] == clean["metrics"]
 
 
+def test_resumed_cell_retries_clips_that_failed(fakes: Path, tmp_path: Path) -> None:
+    p = harness.plan(**plan_args(fakes))
+    cell = p.cells[0]
+    db = tmp_path / "r.db"
+    with Store(db) as st:  # an interrupted run saved clip 0 fine and clip 1 as failed
+        st.add_cell(cell.id, cell.spec, cell.label)
+        clean = harness.run_shard(cell.payload(), 0, 1)
+        st.write_clip(cell.id, 1, 0, clean.clips[0])
+        failed = harness.ClipResult(1, clean.clips[1].uuid, 0, {}, {}, error="MemoryError: transient")
+        st.write_clip(cell.id, 1, 0, failed)
+        assert st.done_clips(cell.id, 1, 0) == {0}
+    done = harness.run_plan(p, db, n_resamples=20)[0].summary
+    tables = bench.results(str(db))
+    assert tables["clips"]["error"].isna().all()
+    assert done["metrics"] == harness.run_plan(p, tmp_path / "clean.db", n_resamples=20)[0].summary["metrics"]
+
+
+def test_stored_states_are_restored_before_merging(fakes: Path, tmp_path: Path) -> None:
+    """A metric stored in another form than its state (FID) pools like the others:
+    the same clips' mean brightness through fake-packed and fake-means."""
+    p = harness.plan(**plan_args(fakes, metrics=["fake-packed", "fake-means"]))
+    rows = harness.run_plan(p, tmp_path / "r.db", n_shards=2, n_resamples=20)[0].summary["metrics"]
+    by_key = {m["key"]: m for m in rows}
+    assert by_key["fake-packed"]["value"] == pytest.approx(by_key["fake-means"]["value"], rel=1e-12)
+    assert by_key["fake-packed"]["ci_low"] is not None
+
+
 _RUN = [sys.executable, "-m", "bench.cli", "run", "--driver", "fake-noisy", "--renderer", "fake-rig",
         "--metrics", "fake-psnr,fake-l1,fake-means", "--batch-size", "4", "-q",
         "--renderer-opt", "fake-rig.delay=0.05", "--bootstrap", "50"]

@@ -194,6 +194,44 @@ def test_mouth_follows_the_audio_envelope_with_a_lag(small: Path) -> None:
         assert corr[synth.MOUTH_LAG] > 0.7
 
 
+def test_vowels_have_their_mouth_shapes() -> None:
+    """Every vowel moves the non-designed exp components along its own viseme (audio-predictable)."""
+    identity = synth.make_identity(2)
+    rng = np.random.default_rng(5)
+    samples, syllables, _ = synth.synthesize_speech(rng, identity, 6.0)
+    coeffs = synth.speaker_motion(rng, identity, samples, syllables, 180)
+    table = synth.visemes()[:, synth.PUCKER + 1 :]
+    exp = coeffs[:, 3 + synth.PUCKER + 1 : 67] - identity.neutral[3 + synth.PUCKER + 1 : 67]
+    hits = total = 0
+    for syl in syllables:
+        frame = round((syl.start + syl.end) / 2 * 30) + synth.MOUTH_LAG
+        if frame >= 180 or synth.audio_envelope(samples, 180)[frame - synth.MOUTH_LAG] < 0.3:
+            continue
+        # cosine similarity to each vowel's shape: the spoken vowel's is the highest
+        v = exp[frame]
+        sims = table @ v / (np.linalg.norm(table, axis=1) * np.linalg.norm(v))
+        hits += int(np.argmax(sims) == syl.vowel)
+        total += 1
+    assert total >= 8 and hits >= 0.8 * total
+
+
+def test_people_differ_more_than_a_clip_varies() -> None:
+    """As in real ViCo: per-person rest offsets dominate, so frame 0 is an informative reference."""
+    plans = synth.plan_clips(0, 8, 8, (4.0, 4.0))
+    identities = [synth.make_identity(i) for i in range(8)]
+    means, within = [], []
+    for plan in plans:
+        speaker = synth.clip_coefficients(plan, identities, 0)[1]
+        means.append(speaker.mean(0))
+        within.append(speaker.var(0))
+    between = np.var(np.stack(means), axis=0)  # (73,)
+    mean_within = np.mean(np.stack(within), axis=0)
+    for name, sl in (("angle", slice(0, 3)), ("exp", slice(3 + synth.PUCKER + 1, 67)), ("pose+exp", slice(0, 70))):
+        assert between[sl].sum() > mean_within[sl].sum(), name
+    # neutral offsets move no pixel: the identity's reference is its rest pose
+    assert np.abs(identities[0].neutral[3:67]).max() > 0.1
+
+
 def test_listener_reaction_follows_attitude() -> None:
     identity = synth.make_identity(0)
     phrases = [(0.5, 1.5), (2.5, 3.5), (4.5, 5.5)]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -21,13 +21,8 @@ from bench.train import TrainConfig, baseline_loss, paper_loss, run_key, train, 
 TINY = TrainConfig(arch="lstm", epochs=2, batch_size=4, clip_len=16, stride=8, seed=0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """These small models run fastest (and reproducibly) on one thread, above all on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# small models run fastest (and reproducibly) on one thread, above all on a busy CPU
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -129,11 +124,71 @@ def test_config_hash_changes_with_recipe_and_data(tiny_data: FakeDataset) -> Non
         TrainConfig(arch="static").resolved()
 
 
+def test_smaller_model_keeps_the_official_keys_and_loads_back(tiny_data: FakeDataset, tmp_path: Path) -> None:
+    """--hidden/--width shrink the shapes, not the key layout; the sidecar rebuilds that size."""
+    from bench_plugins.drivers.models import RegularisedLSTM
+    from bench_plugins.drivers.neural import NeuralDriver
+
+    cfg = replace(TINY, epochs=1, hidden=8, width=16)
+    assert run_key(tiny_data, cfg).config_hash != run_key(tiny_data, TINY).config_hash
+    res = train(tiny_data, cfg, store=CheckpointStore(tmp_path), progress=False)
+    weights = _weights(res.best)
+    official = RegularisedLSTM().state_dict()
+    assert set(weights) == set(official)
+    assert weights["audio_to_face.fusion.0.weight"].shape == (16, 45 + 73)
+    assert weights["audio_to_face.lstm_layers.weight_hh_l0"].shape == (4 * 8, 8)
+    assert weights["dynam_3dmm_fc.weight"].shape == (73, 2 * 8)
+    driver = NeuralDriver("lstm", res.best)
+    assert {k: v.shape for k, v in driver.model.state_dict().items()} == {k: v.shape for k, v in weights.items()}
+    with pytest.raises(ConfigError):
+        TrainConfig(hidden=0).resolved()
+
+
 def test_listener_trains_with_attitude(tiny_data: FakeDataset, tmp_path: Path) -> None:
     cfg = replace(TINY, arch="vico-listener", attitude=True, epochs=1, snapshots=1)
     res = train(tiny_data, cfg, store=CheckpointStore(tmp_path), progress=False)
     state, meta = load_checkpoint(res.best)
     assert "fusion.attitude_embedding.weight" in state and meta["model"]["options"] == {"attitude": True}
+
+
+def _serve_dataset(monkeypatch: pytest.MonkeyPatch, data: FakeDataset) -> Any:
+    """Make ``bench.load("dataset", ...)`` return ``data``; returns the real ``bench.load``."""
+    import bench
+
+    real_load = bench.load
+    monkeypatch.setattr(bench, "load", lambda kind, name, **o: data if kind == "dataset" else real_load(kind, name, **o))
+    return real_load
+
+
+def test_cli_listener_options_reach_the_sidecar_keys_and_command(
+    tiny_data: FakeDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bench_home: Path
+) -> None:
+    """--residual/--speaker-motion/--weight-decay: recorded (so loading rebuilds them), official keys."""
+    from bench_plugins.drivers.models import VicoListener
+
+    from bench.cli import main
+
+    real_load = _serve_dataset(monkeypatch, tiny_data)
+    export = tmp_path / "shipped"
+    main(["train", "--driver", "vico-listener", "--dataset", "fake", "--epochs", "1", "--batch-size", "4",
+          "--clip-len", "16", "--stride", "8", "--residual", "--speaker-motion", "--weight-decay", "0.5",
+          "--no-progress", "--export", str(export)])
+    entry = json.loads((export / "manifest.json").read_text())["drivers"]["vico-listener"]
+    assert "--residual" in entry["command"] and "--speaker-motion" in entry["command"]
+    assert "--weight-decay 0.5" in entry["command"]
+    state, meta = load_checkpoint(export / entry["files"][0])
+    assert meta["model"]["options"] == {"residual": True, "speaker_motion": True}
+    assert meta["train"]["weight_decay"] == 0.5
+    assert set(state) == set(VicoListener().state_dict())
+    driver = real_load("driver", f"vico-listener:{export / entry['files'][0]}")
+    assert driver.model.residual and driver.model.speaker_motion
+    # the defaults leave the run key as it was; the options change it; they are listener-only
+    base = replace(TINY, arch="vico-listener")
+    assert run_key(tiny_data, replace(base, residual=True)).config_hash != run_key(tiny_data, base).config_hash
+    assert run_key(tiny_data, replace(base, speaker_motion=True)).config_hash != run_key(tiny_data, base).config_hash
+    for bad in (replace(TINY, residual=True), replace(TINY, speaker_motion=True)):
+        with pytest.raises(ConfigError, match="vico-listener option"):
+            bad.resolved()
 
 
 def test_ensemble_training_resumes_and_selects_by_validation(
@@ -158,11 +213,9 @@ def test_ensemble_training_resumes_and_selects_by_validation(
 def test_cli_trains_an_ensemble_and_exports_it(
     tiny_data: FakeDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bench_home: Path
 ) -> None:
-    import bench
     from bench.cli import main
 
-    real_load = bench.load
-    monkeypatch.setattr(bench, "load", lambda kind, name, **o: tiny_data if kind == "dataset" else real_load(kind, name, **o))
+    real_load = _serve_dataset(monkeypatch, tiny_data)
     export = tmp_path / "shipped"
     args = ["train", "--driver", "lstm-ens5", "--dataset", "fake", "--seeds", "2", "--epochs", "1",
             "--batch-size", "4", "--clip-len", "16", "--stride", "8", "--no-progress", "--export", str(export)]

@@ -11,9 +11,12 @@ coefficients that the ``vico`` reader reads like the real dataset (SPEC sections
   resonators, per-speaker pitch, formant scale and rate) with consonant bursts,
   grouped into phrases separated by pauses.
 * **Motion** follows the audio: the jaw opens with the speech envelope two frames
-  (67 ms) later, the head moves smoothly and nods on stressed syllables, eyes blink;
+  (67 ms) later and every vowel has its mouth shape across the expression components
+  (visemes), the head moves smoothly and nods on stressed syllables, eyes blink;
   the listener nods and reacts after the speaker's phrases, smiling (positive),
-  frowning (negative) or barely (neutral).
+  frowning (negative) or barely (neutral). Motion is around each person's resting
+  expression and head pose, so (as in real ViCo) coefficients differ more between
+  people than within a clip and the first frame is an informative reference.
 * **Video** is the ``rig`` renderer applied to the identity's neutral image, with the
   moving head composited over the static background (:func:`composite_frames`); so
   rendering a clip's stored coefficients with the rig plus that compositing
@@ -47,8 +50,9 @@ if TYPE_CHECKING:
     import torch
     from bench_plugins.renderers.rig import RigRenderer
 
-#: bump whenever the output changes: it names the cache folder
-GENERATOR_VERSION = 1
+#: bump whenever the output changes: it names the cache folder.
+#: 2: resting expression/pose per person, visemes, half the idle expression noise
+GENERATOR_VERSION = 2
 FPS = 30
 SIZE = 256
 SAMPLE_RATE = 44100
@@ -85,6 +89,23 @@ _VOWELS: tuple[tuple[float, float, float, float], ...] = (
 
 # exp components the rig designs (see bench_plugins.renderers.rig)
 JAW, SMILE, BROW, BLINK, FROWN, PUCKER = range(6)
+
+# Each person's resting state, as a 3DMM fit of a real reference photo has one: a
+# resting expression (real exp coefficients carry a per-person offset) and a head
+# pose and position relative to the camera. As in real ViCo, coefficients then vary
+# more between people than within a clip, so the first frame is an informative
+# reference. The offsets are part of the neutral image's coefficients, so they move
+# no pixel (the rig renders coefficient differences).
+REST_EXP_STD = 0.12
+REST_ANGLE_STD = (0.08, 0.15, 0.04)  # pitch, yaw, roll (rad)
+REST_TRANS_STD = (0.04, 0.03, 0.10)
+
+# Mouth shapes: each vowel moves every expression component a little (visemes), as
+# articulation does in a real 3DMM, not only the jaw and lip-rounding components the
+# rig designs. A fixed table (one "language" per generator version), so the speaker's
+# expression follows the audio's formants.
+VISEME_STD = 0.15
+IDLE_EXP_STD = 0.03
 
 
 # ---------------------------------------------------------------------------- identities
@@ -221,6 +242,10 @@ def make_identity(index: int, seed: int = 0, size: int = SIZE) -> Identity:
     neutral = np.zeros(C.N_COEFFS, dtype=np.float32)
     neutral[C.CROP] = (FACE_RADIUS_PX * size / 256 / face_r, face_x, size - 1 - face_y)
     fixed = rng.normal(0, 1, size=187).astype(np.float32)
+    rest = _rng(seed, 3, index)  # its own stream: the appearance draws above are unchanged
+    neutral[C.EXP] = rest.normal(0.0, REST_EXP_STD, size=C.EXP.stop - C.EXP.start)
+    neutral[C.ANGLE] = rest.normal(0.0, REST_ANGLE_STD)
+    neutral[C.TRANS] = rest.normal(0.0, REST_TRANS_STD)
     return Identity(
         person_id=f"p{index:03d}",
         person=person,
@@ -374,8 +399,20 @@ def _base_motion(rng: np.random.Generator, identity: Identity, n: int, energy: f
     crop = _smooth_series(rng, n, 3, cutoff_s=2.0)
     out[:, C.CROP] += crop * np.array([0.01 * identity.neutral[C.CROP][0], 1.5, 1.5])
     exp_noise = _smooth_series(rng, n, 64, cutoff_s=0.6)
-    out[:, C.EXP] += exp_noise * 0.06
+    out[:, C.EXP] += exp_noise * IDLE_EXP_STD
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def visemes() -> np.ndarray:
+    """(vowels, 64) float64: each vowel's expression offset at full articulation.
+
+    Zero on the components the rig designs (jaw, smile, brow, blink, frown, pucker):
+    the speaker drives those explicitly.
+    """
+    table = np.random.default_rng([GENERATOR_VERSION, 4]).normal(0.0, VISEME_STD, size=(len(_VOWELS), 64))
+    table[:, : PUCKER + 1] = 0.0
+    return table
 
 
 def speaker_motion(rng: np.random.Generator, identity: Identity, samples: np.ndarray,
@@ -386,16 +423,20 @@ def speaker_motion(rng: np.random.Generator, identity: Identity, samples: np.nda
     lagged = np.concatenate([np.zeros(MOUTH_LAG), envelope[:-MOUTH_LAG]])
     out[:, C.EXP.start + JAW] += 1.6 * lagged
     rounding = np.zeros(n)
+    mouth = np.zeros((n, 64))
     for syl in syllables:
         centre = (syl.start + syl.end) / 2 * FPS + MOUTH_LAG
         width = (syl.end - syl.start) * FPS + 4
+        shape = _bump(n, centre, width)
+        mouth += shape[:, None] * visemes()[syl.vowel]
         if _VOWELS[syl.vowel][3] > 0:
-            rounding = np.maximum(rounding, _bump(n, centre, width))
+            rounding = np.maximum(rounding, shape)
         if syl.stress > 0.5:  # emphasis: a nod (down, then back) and raised brows
             nod = _bump(n, syl.start * FPS + 3, 12) - 0.4 * _bump(n, syl.start * FPS + 12, 12)
             out[:, C.ANGLE.start] += 0.07 * syl.stress * nod
             out[:, C.EXP.start + BROW] += 0.8 * syl.stress * _bump(n, centre, 14)
     out[:, C.EXP.start + PUCKER] += 1.0 * rounding * lagged
+    out[:, C.EXP] += mouth * lagged[:, None]
     out[:, C.EXP.start + SMILE] += rng.uniform(0.0, 0.4)
     out[:, C.EXP.start + BLINK] += _blinks(rng, n, 3.2)
     return out.astype(np.float32)

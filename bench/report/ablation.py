@@ -98,6 +98,7 @@ def _paired(cell: CellResult, reference: CellResult, states: dict[str, dict[str,
         if not a:
             continue
         metric = bench.load("metric", name)
+        a, b = [metric.restore_state(x) for x in a], [metric.restore_state(x) for x in b]
         comparison = paired_comparison(metric, a, b)
         if name in comparison:
             p = comparison[name]

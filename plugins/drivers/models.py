@@ -15,7 +15,10 @@ Layouts (key names and shapes are checked against ``golden/state_dicts``):
   ``LayerNorm(F) -> Linear(F,192) -> Tanh -> BiLSTM(192,96,4) -> Linear(192,73)``.
 * :class:`VicoListener` - the ViCo baseline listener (``vico_baseline_listener``),
   causal: the first frame sets the initial LSTM state, then each step reads
-  ``[audio F | speaker 73]``.
+  ``[audio F | speaker 73]``. Optionally (``residual=True``, not official) the
+  first frame is added to every output, as in the Megvii speaker, and
+  (``speaker_motion=True``, not official) the speaker enters as its motion since
+  its first frame; neither adds parameters, so the key layout stays the official one.
 """
 
 from __future__ import annotations
@@ -195,6 +198,17 @@ class VicoListener(nn.Module):
         attitude: add a learned per-attitude offset of the initial LSTM state (the
             paper's task has the attitude; the official model drops it). Adds the key
             ``fusion.attitude_embedding.weight``; without it the layout is the official one.
+        residual: add the (normalised) first frame to every output, so the network
+            predicts the motion away from the listener's own first frame instead of
+            rebuilding that person's resting coefficients from a LayerNorm-ed copy of
+            them (which a small dataset does not teach). No parameters, official keys;
+            False (the default) is the official model.
+        speaker_motion: feed the speaker's coefficients minus the speaker's first frame
+            (normalised space) instead of the coefficients themselves. The absolute
+            coefficients say *who* is talking; with few conversation pairs the model
+            learns "this speaker -> that listener's face" from them, which fails on new
+            pairs. The motion keeps what the listener reacts to. Causal (frame 0 is
+            known from the start); no parameters, official keys; False is official.
     """
 
     layout = "vico_baseline_listener"
@@ -204,6 +218,8 @@ class VicoListener(nn.Module):
         audio_dim: int = 45,
         *,
         attitude: bool = False,
+        residual: bool = False,
+        speaker_motion: bool = False,
         dropout: float = 0.1,
         width: int = 192,
         hidden: int = 96,
@@ -211,6 +227,8 @@ class VicoListener(nn.Module):
     ) -> None:
         super().__init__()
         self.audio_dim = audio_dim
+        self.residual = residual
+        self.speaker_motion = speaker_motion
         self.fusion = _StepwiseFusion(audio_dim, width, hidden, layers, dropout, attitude)
         self.dynam_3dmm_fc = nn.Linear(hidden, N_COEFFS)
 
@@ -229,8 +247,13 @@ class VicoListener(nn.Module):
         """
         if speaker is None:
             raise ValueError("the listener needs the speaker's coefficients")
+        if self.speaker_motion:
+            speaker = speaker - speaker[:, :1]
         driven = torch.cat([audio, speaker], dim=-1)
-        return self.dynam_3dmm_fc(self.fusion(driven, init, attitude))
+        out = self.dynam_3dmm_fc(self.fusion(driven, init, attitude))
+        if self.residual:
+            out = out + init[:, None, :]
+        return out
 
 
 def attitude_index(attitudes: list[str | None] | tuple[str | None, ...], batch: int) -> torch.Tensor:

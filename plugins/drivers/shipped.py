@@ -1,7 +1,8 @@
 """Checkpoints shipped as package data (``plugins/drivers/checkpoints/``); no torch import.
 
 ``manifest.json`` maps each driver name to its checkpoint files (ensemble members
-best first) and records the command that trained them and their test numbers.
+best first) and records the command that trained them (their test numbers are in
+the folder's README.md).
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ from typing import ClassVar, Literal
 import numpy as np
 import torch
 
-from bench.accel import Accelerated
+from bench.accel import Accelerated, planned_mode, resolve_compile
 from bench.errors import ConfigError, InputError, MissingDependencyError
 from bench.metric import Metric
 from bench.paths import cache_dir, file_sha256
@@ -222,10 +222,12 @@ class FID(Metric):
         self.batch_size = int(batch_size)
         self.weights_source: Source = weights_source
         self.cache_gt = bool(cache_gt)
+        resolve_compile(compile)  # a bad value fails at planning, not mid-run
         self.compile = compile
         self._model: torch.nn.Module | None = None
         self._net: Accelerated | None = None
         self._tag: str | None = None
+        self._features: dict[str, list[torch.Tensor]] = {side: [] for side in SIDES}
         for side in SIDES:
             self.add_state(f"{side}_n", torch.zeros((), dtype=torch.float64), "sum")
             self.add_state(f"{side}_sum", torch.zeros(FEATURE_DIM, dtype=torch.float64), "sum")
@@ -241,7 +243,7 @@ class FID(Metric):
 
         return (
             f"pytorch-fid {pytorch_fid.__version__} InceptionV3 pool3 "
-            f"({self.device.type}, {self.precision}, {self.net.describe()})"
+            f"({self.device.type}, {self.precision}, {self._mode()})"
         )
 
     # features ---------------------------------------------------------------
@@ -251,12 +253,17 @@ class FID(Metric):
             self._model = build_inception(self.device, self.weights_source)
         return self._model
 
+    def _compile_option(self) -> str:
+        return self.compile if self.precision == "fp32" else "off"  # autocast cannot be compiled in
+
+    def _mode(self) -> str:
+        return planned_mode(self._compile_option(), self.device)
+
     @property
     def net(self) -> Accelerated:
-        """The network as run: channels-last, compiled on CPU in fp32 (autocast cannot be compiled in)."""
+        """The network as run: channels-last, and on CPU in fp32 compiled (:mod:`bench.accel`)."""
         if self._net is None:
-            compile = self.compile if self.precision == "fp32" else "off"
-            self._net = Accelerated("fid-inception-v3", self.model, compile=compile)
+            self._net = Accelerated("fid-inception-v3", self.model, compile=self._compile_option())
         return self._net
 
     def features(self, frames: torch.Tensor) -> torch.Tensor:
@@ -281,7 +288,7 @@ class FID(Metric):
             weights = file_sha256(fid_weights_path())[:16]
             self._tag = (
                 f"v{self.version}-torch{torch.__version__}-w{weights}-{self.device.type}-{self.precision}"
-                f"-{self.net.describe()}"
+                f"-{self._mode()}"
             )
         return self._tag
 
@@ -332,6 +339,40 @@ class FID(Metric):
         for field, value in moments.items():
             key = f"{side}_{field}"
             self._state[key] = self._state[key] + value
+        self._features[side].append(features.detach().to("cpu", torch.float32))
+
+    def reset(self) -> None:
+        super().reset()
+        self._features = {side: [] for side in SIDES}
+
+    def stored_state(self) -> dict[str, torch.Tensor]:
+        """A clip's state as stored: its float32 features when they are smaller than the
+        packed moments (fewer than ~2050 frames a side: 8 KB a frame vs 16.8 MB), which
+        :meth:`restore_state` turns back into moments. 10-100x smaller result stores."""
+        state = self.state()
+        stored: dict[str, torch.Tensor] = {}
+        for side in SIDES:
+            feats = self._features[side]
+            n = sum(f.shape[0] for f in feats)
+            if n != int(state[f"{side}_n"]) or n * FEATURE_DIM * 4 >= state[f"{side}_outer"].numel() * 8:
+                return state  # moments were set another way, or the features are the bigger form
+            stored[f"{side}_n"] = state[f"{side}_n"]
+            stored[f"{side}_sum"] = state[f"{side}_sum"]
+            stored[f"{side}_features"] = torch.cat(feats) if feats else torch.zeros(0, FEATURE_DIM)
+        return stored
+
+    def restore_state(self, stored: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Moments from a :meth:`stored_state` (a state of moments passes through)."""
+        restored = dict(stored)
+        for side in SIDES:
+            feats = restored.pop(f"{side}_features", None)
+            if feats is not None:
+                # the sum of outer products over all of the clip's frames at once: float64
+                # products of float32 features are exact, their sum is rounded as a
+                # batch-by-batch accumulation would be, to ~1e-16 relative
+                f64 = feats.to(torch.float64)
+                restored[f"{side}_outer"] = pack_symmetric(f64.T @ f64)
+        return restored
 
     def gaussians(self, state: Mapping[str, torch.Tensor]) -> tuple[np.ndarray, ...]:
         """``(mu_gen, sigma_gen, mu_gt, sigma_gt)`` of a (merged) state."""
