@@ -8,7 +8,8 @@ clips, rendered and post-processed as the harness does (:mod:`bench.postproc`, d
 fusion: ``official`` setting, ``u2netp-offline``), scored with the challenge's PSNR (per
 frame ``-10 log10(mse + 1e-8)``, mean over all frames), written out here.
 
-Measured (full val clips, ``BENCH_COMPILE=auto``): none 17.784 dB; fusion +0.072,
+Measured on vico-mini v1 with the lstm checkpoint 73374c08 (full val clips,
+``BENCH_COMPILE=auto``): none 17.784 dB; fusion +0.072,
 border +0.076, fusion+border +0.081. On the test split (first 96 frames of each clip):
 fusion +0.109, border +0.127, fusion+border +0.140. The gains are small because the
 lstm driver's pose error dominates the error, and the two repairs overlap: the rig's

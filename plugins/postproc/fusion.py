@@ -24,7 +24,7 @@ Any field of :class:`FusionSetting` can be overridden as an option
 (``ref_threshold=0.99, gen_threshold=0.95``). The official thresholds were set for the
 human-segmentation U2NET; the default ``u2netp-offline`` segmenter is a salient-object
 model with softer masks. No other setting of it is better across drivers on vico-mini's
-val split (PSNR gain over plain ``rig`` output; lstm: all 599 frames, gt: the first 32
+(v1, lstm checkpoint 73374c08) val split (PSNR gain over plain ``rig`` output; lstm: all 599 frames, gt: the first 32
 of each clip)::
 
                      lstm: fusion  fusion+border    gt: fusion  fusion+border
