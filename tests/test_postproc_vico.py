@@ -8,8 +8,10 @@ clips, rendered and post-processed as the harness does (:mod:`bench.postproc`, d
 fusion: ``official`` setting, ``u2netp-offline``), scored with the challenge's PSNR (per
 frame ``-10 log10(mse + 1e-8)``, mean over all frames), written out here.
 
-Measured on vico-mini v1 with the lstm checkpoint 73374c08 (full val clips,
-``BENCH_COMPILE=auto``): none 17.784 dB; fusion +0.072,
+Measured on vico-mini v2 with the shipped lstm (full val clips, 747 frames,
+``BENCH_COMPILE=auto``): none 18.508 dB; fusion +0.053, border +0.056, fusion+border
++0.058 (fusion+border equals fusion on clips 1-3; clip 0: +0.054 / +0.072 / +0.070).
+On vico-mini v1 with the earlier lstm checkpoint 73374c08 (full val clips): none 17.784 dB; fusion +0.072,
 border +0.076, fusion+border +0.081. On the test split (first 96 frames of each clip):
 fusion +0.109, border +0.127, fusion+border +0.140. The gains are small because the
 lstm driver's pose error dominates the error, and the two repairs overlap: the rig's
@@ -69,9 +71,9 @@ def _render(spec: str, reference: torch.Tensor, coeffs: torch.Tensor, source: to
 
 @pytest.fixture(scope="module")
 def val_outputs() -> list[dict[str, torch.Tensor]]:
-    """Per val clip (599 frames in all): ground truth and the frames of every chain.
+    """Per val clip (747 frames in all): ground truth and the frames of every chain.
 
-    Fusion's U2NETP segments 1198 frames: about 20 minutes on a 2-core CPU.
+    Fusion's U2NETP segments 1494 frames: about 20-25 minutes on a 2-core CPU.
     """
     pytest.importorskip("rembg")
     dataset = bench.load("dataset", "vico-mini")
