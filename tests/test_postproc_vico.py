@@ -18,8 +18,8 @@ lstm driver's pose error dominates the error, and the two repairs overlap: the r
 flow fades out 2.6 face radii from the face, so most pixels that sample outside the
 image (the only pixels border padding changes) are background next to the head, which
 fusion replaces by the reference anyway; on such clips fusion+border equals fusion
-(val clips 0, 1, 3). Border adds to fusion only where the person touches the frame edge
-(val clip 2: the hair at the top), as the shoulders do in real footage; there fusion on
+(v1 val clips 0, 1, 3; v2 clips 1-3). Border adds to fusion only where the person touches the frame edge
+(v1 val clip 2: the hair at the top), as the shoulders do in real footage; there fusion on
 top of border costs PSNR (clip 2: border +0.125, fusion+border +0.091), so the pooled
 margin is a few thousandths of a dB. Prefixes of the clips are not enough: on the
 first 48 frames border alone beats fusion+border (+0.15 vs +0.14 dB), hence full clips.
