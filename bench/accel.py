@@ -50,6 +50,8 @@ COMPILE_CHOICES: tuple[str, ...] = ("auto", "on", "off")
 _PACKAGE_VERSION = "1"
 _INDUCTOR_OPTIONS: dict[str, Any] = {"freezing": True}
 _LOADED: dict[Path, Callable[..., Any]] = {}
+#: The largest batch a compiled package takes; larger inputs are split.
+MAX_BATCH = 1024
 _LOAD_LOCK = threading.Lock()
 
 
@@ -138,7 +140,7 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 
 def _compile_package(wrapped: nn.Module, example: torch.Tensor, dst: Path) -> None:
-    batch = torch.export.Dim("batch", min=1, max=1024)
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     with torch.inference_mode(False), torch.no_grad():
         exported = torch.export.export(wrapped, (example,), dynamic_shapes={"x": {0: batch}})
     fd, tmp = tempfile.mkstemp(prefix=dst.stem + ".", suffix=".part.pt2", dir=dst.parent)  # AOTI wants .pt2
@@ -231,4 +233,8 @@ class Accelerated:
 
     def __call__(self, x: torch.Tensor) -> Any:
         """Run the network on ``x`` (ordinary NCHW layout; contiguity is handled here)."""
+        if x.shape[0] > MAX_BATCH:  # beyond the compiled package's dynamic range
+            parts = [self(part) for part in x.split(MAX_BATCH)]
+            return torch.cat(parts) if isinstance(parts[0], torch.Tensor) else \
+                type(parts[0])(torch.cat(group) for group in zip(*parts, strict=True))
         return self._runner(x)(x.contiguous())

@@ -51,6 +51,14 @@ def test_eager_is_channels_last_and_equal() -> None:
     torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
 
 
+def test_batches_beyond_the_compiled_range_are_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(accel, "MAX_BATCH", 2)
+    x = torch.rand(5, 3, 9, 9)
+    with torch.inference_mode():
+        got = accel.Accelerated("toy", _net(), compile="off")(x)
+        torch.testing.assert_close(got, _net()(x), rtol=0, atol=1e-6)
+
+
 def test_auto_without_compiler_runs_eager(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BENCH_COMPILE", "auto")
     monkeypatch.setattr(accel, "compiler_available", lambda: None)
