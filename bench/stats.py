@@ -68,15 +68,19 @@ def _reductions(metric: Metric) -> dict[str, str]:
     return dict(metric.reductions())
 
 
+def _draw_counts(indices: np.ndarray, n_clips: int) -> np.ndarray:
+    """``(R, n_clips)`` float64: how often each clip was drawn in each resample."""
+    return np.stack([np.bincount(row, minlength=n_clips) for row in indices]).astype(np.float64)
+
+
 def _resampled_states(
-    metric: Metric, clip_states: Sequence[State], indices: np.ndarray
+    metric: Metric, clip_states: Sequence[State], indices: np.ndarray, counts: np.ndarray
 ) -> Callable[[int], dict[str, torch.Tensor]]:
-    """A function giving the merged state of resample ``r``."""
+    """A function giving the merged state of resample ``r`` (``counts``: :func:`_draw_counts`)."""
     import torch
 
     reductions = _reductions(metric)
     n_clips = len(clip_states)
-    counts = np.stack([np.bincount(row, minlength=n_clips) for row in indices]).astype(np.float64)
     stacked: dict[str, torch.Tensor] = {}
     for key, reduce in reductions.items():
         if reduce == "sum" and clip_states[0][key].numel() <= _STACK_LIMIT:
@@ -109,7 +113,8 @@ def _resample_values(
     compute: Callable[[State], Mapping[str, float]] = getattr(
         metric, "bootstrap_compute_state", metric.compute_state
     )
-    state_of = _resampled_states(metric, clip_states, indices)
+    counts = _draw_counts(indices, len(clip_states))
+    state_of = _resampled_states(metric, clip_states, indices, counts)
     # With only "sum" fields a resample's state depends on how often each clip was drawn,
     # not on the draw order: equal count vectors give the same value, computed once (with
     # 4 clips, 100 resamples hold at most 35 distinct ones; FID pays an eigenproblem each).
@@ -117,7 +122,7 @@ def _resample_values(
     seen: dict[bytes, Mapping[str, float]] = {}
     values: dict[str, np.ndarray] = {}
     for r in range(len(indices)):
-        key = np.bincount(indices[r], minlength=len(clip_states)).tobytes() if by_counts else b""
+        key = counts[r].tobytes() if by_counts else b""
         if by_counts and key in seen:
             result = seen[key]
         else:
